@@ -34,5 +34,5 @@ class LLM(ABC):
         """Log-probability of each choice as the next token after each chat prompt (MMLU letters)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose next-token log-probabilities")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook, most backends hold nothing to release
         """Release resources (threads, GPU memory, HTTP clients)."""

@@ -1,0 +1,77 @@
+"""The study's configuration: one validated object built from a params file, passed down.
+
+Every block maps 1:1 onto a YAML block of `params/<profile>.yaml`; an unknown or misspelt key, a
+wrong type or a role without a model is an error that names the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .llm.types import ModelSpec
+
+ROLES = ("task_generator", "expert", "policy", "partner", "judge")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(_Strict):
+    name: str = Field(description="run folder under results/")
+    seed: int = 0
+
+
+class RoleModels(_Strict):
+    """Which model plays each role of the study (DESIGN.md, 'Model roles and backends')."""
+
+    task_generator: ModelSpec
+    expert: ModelSpec
+    policy: ModelSpec
+    partner: ModelSpec
+    judge: ModelSpec
+
+
+class StudyConfig(_Strict):
+    run: RunConfig
+    models: RoleModels
+
+
+def _key_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def parse_config(raw: dict, source: str = "<params>") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = _key_path(err["loc"])
+            if err["type"] == "extra_forbidden":
+                lines.append(f"  {key}: unknown key (misspelt?)")
+            elif err["type"] == "missing":
+                lines.append(f"  {key}: missing")
+            else:
+                lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError(f"{source}: invalid params:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a params YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of blocks (run, models, ...)")
+    return parse_config(raw, str(path))

@@ -1,0 +1,71 @@
+"""The episode record: what one simulated SOTOPIA interaction leaves on disk.
+
+Episodes are append-only: ratings are stored as separate records keyed by `episode_id` (see
+`sotopia_pi_lib.judge`), so re-judging never rewrites an episode and several judges can coexist.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data.profiles import AgentProfile, RelationshipType
+
+ActionType = Literal["none", "speak", "non-verbal communication", "action", "leave"]
+ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
+EndReason = Literal["leave", "max_turns", "stale"]
+
+
+class AgentAction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action_type: ActionType
+    argument: str = ""
+
+
+class Turn(BaseModel):
+    """One agent's move.
+
+    The prompt is not stored: the versioned renderer rebuilds it exactly from the record (static
+    episode info + the turns before this one), which keeps episode files small and lets training
+    examples use exactly what the agent saw.
+    """
+
+    index: int = Field(ge=0, description="0-based turn number across both agents")
+    agent: int = Field(ge=0, le=1, description="agent position: 0 moves first")
+    action: AgentAction
+    raw: str = Field(description="the model's raw output text")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+
+
+class EpisodeRecord(BaseModel):
+    """One finished episode of one scenario with two characters."""
+
+    episode_id: str
+    env_id: str
+    combo_id: str | None = None
+    codename: str = ""
+    scenario: str
+    agent_ids: tuple[str, str]
+    agent_names: tuple[str, str]
+    goals: tuple[str, str]
+    models: tuple[str, str] = Field(description="model label playing each agent position")
+    prompt_version: str
+    seed: int
+    turns: list[Turn]
+    end_reason: EndReason
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. source=bc, round=1, task_set")
+    duration_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # Added with the simulation (optional, so older or imported records still load): with them a
+    # record is self-contained, and the prompt of any turn can be rebuilt without the profile files.
+    agent_profiles: tuple[AgentProfile, AgentProfile] | None = Field(
+        None, description="both characters' full profiles (secrets included), as the episode used them"
+    )
+    relationship: RelationshipType | None = Field(None, description="the scenario's relationship type")
+    background_story: str | None = Field(None, description="the pair's shared story shown to both agents")

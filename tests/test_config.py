@@ -1,0 +1,56 @@
+"""Params files: every profile validates; bad keys are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sotopia_pi_lib.config import ROLES, load_config, parse_config
+from sotopia_pi_lib.errors import ConfigError
+
+PARAMS = Path(__file__).parent.parent / "params"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "ci", "paper"])
+def test_profiles_validate(profile):
+    cfg = load_config(PARAMS / f"{profile}.yaml")
+    assert cfg.run.name == profile
+    assert all(getattr(cfg.models, r).model for r in ROLES)
+
+
+def _raw():
+    spec = {"backend": "hf", "model": "embedded"}
+    return {"run": {"name": "x"}, "models": {r: dict(spec) for r in ROLES}}
+
+
+def test_misspelt_key_is_named():
+    raw = _raw()
+    raw["run"]["sead"] = 1
+    with pytest.raises(ConfigError, match=r"run\.sead: unknown key"):
+        parse_config(raw)
+
+
+def test_role_without_model_is_named():
+    raw = _raw()
+    del raw["models"]["judge"]
+    with pytest.raises(ConfigError, match=r"models\.judge: missing"):
+        parse_config(raw)
+
+
+def test_unknown_backend_and_wrong_type():
+    raw = _raw()
+    raw["models"]["expert"]["backend"] = "llamacpp"
+    raw["run"]["seed"] = "zero"
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert "models.expert.backend" in str(e.value) and "run.seed" in str(e.value)
+
+
+def test_bad_yaml_names_line(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("run:\n  name: x\n models: [\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml:\d+: not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
