@@ -1,0 +1,176 @@
+"""A manifest per run: what produced `results/<run>/`, so any number can be traced and repeated.
+
+It records the resolved params (secrets never: keys are read from the environment and never put in
+params), git commit and dirty flag, package versions, hardware, per-stage timings and LLM usage, and
+the sha256 of every data file and adapter a stage used. Every update is an atomic rewrite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..paths import project_root
+from .files import atomic_write_text, sha256_file
+
+PACKAGES = ("sotopia-pi-lib", "torch", "transformers", "peft", "trl", "bitsandbytes", "xgrammar",
+            "openai", "vllm", "pydantic", "pandas", "scipy", "papermill")
+_SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|api[_-]?key)", re.IGNORECASE)
+
+
+class StageRecord(BaseModel):
+    name: str
+    status: str = "running"
+    started: str
+    finished: str | None = None
+    duration_s: float | None = None
+    llm_usage: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per role")
+    inputs: dict[str, str] = Field(default_factory=dict, description="path -> sha256")
+    outputs: dict[str, str] = Field(default_factory=dict, description="path -> sha256")
+    notes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    run: str
+    created: str
+    params_file: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    python: str = platform.python_version()
+    packages: dict[str, str] = Field(default_factory=dict)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
+    root = root or project_root()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "system": platform.system()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def scrub_secrets(obj: Any) -> Any:
+    """Drop any value that looks like an API key; params should hold none, this is the last guard."""
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if _SECRET.search(str(k)) and "env" not in str(k) else scrub_secrets(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, str) and re.fullmatch(r"sk-[A-Za-z0-9_-]{16,}", obj):
+        return "<redacted>"
+    return obj
+
+
+def manifest_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "manifest.json"
+
+
+def load_manifest(run_dir: Path) -> Manifest | None:
+    path = manifest_path(run_dir)
+    if not path.is_file():
+        return None
+    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def save_manifest(run_dir: Path, manifest: Manifest) -> Path:
+    return atomic_write_text(manifest_path(run_dir), manifest.model_dump_json(indent=2))
+
+
+def init_manifest(run_dir: Path, params: dict[str, Any], params_file: str | None = None) -> Manifest:
+    """Create the manifest, or refresh its environment facts (a resumed run keeps its stages)."""
+    old = load_manifest(run_dir)
+    commit, dirty = git_state()
+    m = Manifest(run=Path(run_dir).name, created=old.created if old else _now(), params_file=params_file,
+                 params=scrub_secrets(params), git_commit=commit, git_dirty=dirty,
+                 packages=package_versions(), hardware=hardware(), stages=old.stages if old else {})
+    save_manifest(run_dir, m)
+    return m
+
+
+def file_hashes(paths: list[Path], root: Path) -> dict[str, str]:
+    """sha256 of each file (every file of a folder), keyed by its path relative to `root`."""
+    out = {}
+    for p in paths:
+        files = sorted(f for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else [Path(p)]
+        for f in files:
+            if f.is_file():
+                rel = os.path.relpath(f, root)
+                out[rel] = sha256_file(f)
+    return out
+
+
+@contextmanager
+def stage(run_dir: Path, name: str):
+    """Record a stage's start, end, duration and status; the body fills `record` (usage, files)."""
+    m = load_manifest(run_dir) or init_manifest(run_dir, {})
+    record = StageRecord(name=name, started=_now())
+    m.stages[name] = record
+    save_manifest(run_dir, m)
+    t0 = time.perf_counter()
+    try:
+        yield record
+        record.status = "done"
+    except BaseException:
+        record.status = "failed"
+        raise
+    finally:
+        record.finished, record.duration_s = _now(), round(time.perf_counter() - t0, 2)
+        m = load_manifest(run_dir) or m
+        m.stages[name] = record
+        save_manifest(run_dir, m)
+
+
+def provenance_lines(m: Manifest) -> list[str]:
+    """A short human-readable provenance block (notebook 06 prints it)."""
+    lines = [f"run {m.run}, created {m.created}, params {m.params_file}",
+             f"git {m.git_commit[:10] if m.git_commit else '?'}{' (dirty)' if m.git_dirty else ''}, "
+             f"python {m.python}, " + ", ".join(f"{k} {v}" for k, v in m.packages.items() if k != "sotopia-pi-lib"),
+             f"hardware: {json.dumps(m.hardware)}"]
+    for s in m.stages.values():
+        lines.append(f"  {s.name}: {s.status}, {s.duration_s or 0:.0f} s, " +
+                     ", ".join(f"{role} {u.get('calls', 0)} calls/{u.get('tokens', 0)} tok"
+                               for role, u in s.llm_usage.items()))
+    return lines
