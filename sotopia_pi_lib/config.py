@@ -7,12 +7,17 @@ wrong type or a role without a model is an error that names the key, before any 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .llm.types import ModelSpec
+from .pi.filtering import FilterConfig
+from .pi.generate import GenerationConfig
+from .pi.train_config import TrainConfig
+from .sim.runner import RunConfig as SimulationConfig
 
 ROLES = ("task_generator", "expert", "policy", "partner", "judge")
 
@@ -36,9 +41,46 @@ class RoleModels(_Strict):
     judge: ModelSpec
 
 
+class JudgeConfig(_Strict):
+    """SOTOPIA-EVAL settings. Paper: one sample at temperature 0."""
+
+    samples: int = Field(1, ge=1)
+    temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
+
+
+class CollectConfig(_Strict):
+    """Which self-play data to collect and train on (section 3.2 and 4 of the paper)."""
+
+    sources: tuple[Literal["bc", "sr"], ...] = ("bc", "sr")
+    bc_sr: bool = Field(True, description="also run BC+SR: BC model self-play, filtered, trained from BC")
+
+
+EvalModel = Literal["base", "sr", "bc", "bc_sr", "expert"]
+
+
+class EvaluateConfig(_Strict):
+    """Benchmark runs: each model against the partner, in both agent positions."""
+
+    models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr", "expert")
+    task_sets: dict[Literal["sotopia_all", "sotopia_hard"], int | None] = Field(
+        default_factory=lambda: {"sotopia_all": None, "sotopia_hard": None},
+        description="task set -> number of combos (a fixed, seeded subset), None = all")
+    both_positions: bool = True
+    safety: bool = True
+    safety_combos: int | None = Field(None, ge=1, description="subset of the 35 safety combos")
+    seed: int = 0
+
+
 class StudyConfig(_Strict):
     run: RunConfig
     models: RoleModels
+    generate: GenerationConfig
+    simulation: SimulationConfig = SimulationConfig()
+    judge: JudgeConfig = JudgeConfig()
+    collect: CollectConfig = CollectConfig()
+    filter: FilterConfig = FilterConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _key_path(loc: tuple) -> str:

@@ -29,7 +29,9 @@ def models_dir() -> Path:
 
 
 def results_dir() -> Path:
-    return project_root() / "results"
+    """`results/` of the project, or `SOTOPIA_PI_RESULTS` (tests run the pipeline into a temp folder)."""
+    env = os.environ.get("SOTOPIA_PI_RESULTS")
+    return Path(env).resolve() if env else project_root() / "results"
 
 
 def shared_data_dir() -> Path:

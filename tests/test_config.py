@@ -21,7 +21,18 @@ def test_profiles_validate(profile):
 
 def _raw():
     spec = {"backend": "hf", "model": "embedded"}
-    return {"run": {"name": "x"}, "models": {r: dict(spec) for r in ROLES}}
+    return {"run": {"name": "x"}, "models": {r: dict(spec) for r in ROLES}, "generate": {"n_tasks": 1}}
+
+
+def test_minimal_config_is_valid_and_nested_typos_are_named():
+    assert parse_config(_raw()).simulation.rules.max_turns == 20
+    raw = _raw()
+    raw["simulation"] = {"rules": {"max_turn": 5}}
+    raw["train"] = {"lora": {"rank": 8}}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, "p.yaml")
+    assert "simulation.rules.max_turn: unknown key" in str(e.value)
+    assert "train.lora.rank: unknown key" in str(e.value) and str(e.value).startswith("p.yaml")
 
 
 def test_misspelt_key_is_named():

@@ -154,8 +154,11 @@ def generate_tasks(
     cfg: GenerationConfig,
     seed: int,
     used_pks: Iterable[str] = (),
+    round_: int = 1,
 ) -> GenerationReport:
-    """Generate up to `cfg.n_tasks` accepted tasks in at most `cfg.max_rounds` batched rounds."""
+    """Generate up to `cfg.n_tasks` accepted tasks in at most `cfg.max_rounds` batched rounds,
+    never drawing an inspiration in `used_pks` (those of earlier training rounds of this run)."""
+    used_pks = set(used_pks)
     used = set(used_pks)
     envs = sorted(data.environments.values(), key=lambda e: e.env_id)
     finder = DuplicateFinder([task_text(e.scenario, e.agent_goals) for e in envs])
@@ -164,12 +167,12 @@ def generate_tasks(
     rejected: list[RejectedTask] = []
     n_requests = 0
     bar = tqdm(total=cfg.n_tasks, desc="tasks accepted", unit="task")
-    for round_ in range(cfg.max_rounds):
+    for attempt in range(cfg.max_rounds):
         missing = cfg.n_tasks - len(tasks)
         if missing <= 0:
             break
         inspirations = sample_inspirations(data.inspirational_prompts, round(missing * cfg.oversample),
-                                           used, seed=seed * 1000 + round_)
+                                           used, seed=seed * 1000 + attempt)
         if not inspirations:
             break
         used |= {p.pk for p in inspirations}
@@ -204,10 +207,12 @@ def generate_tasks(
             finder.accept(text)
             tasks.append(GeneratedTask(env=env, inspiration=insp, example_env_id=ex.env_id,
                                        generator=llm.spec.label, prompt_version=PROMPT_VERSION,
-                                       agent_pairs=pairs, max_similarity=round(max(ref, acc), 4)))
+                                       agent_pairs=pairs, max_similarity=round(max(ref, acc), 4),
+                                       round=round_))
             bar.update(1)
     bar.close()
-    report = GenerationReport(tasks=tasks, rejected=rejected, requests=n_requests)
+    report = GenerationReport(tasks=tasks, rejected=rejected, requests=n_requests,
+                              used_pks=sorted(used - set(used_pks)))
     print(f"task generation: {n_requests} requests -> " +
           ", ".join(f"{k} {v}" for k, v in report.reason_counts().items()))
     return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 from pydantic import BaseModel, Field, ValidationError
 
 from ..data.profiles import EnvironmentProfile, InspirationalPrompt
@@ -34,6 +35,7 @@ class GeneratedTask(BaseModel):
     prompt_version: str
     agent_pairs: list[tuple[str, str]] = Field(description="character ids, position 0 first")
     max_similarity: float = Field(description="highest similarity to SOTOPIA's and earlier tasks")
+    round: int = Field(1, ge=1, description="training round the task was generated for")
 
     @property
     def task_id(self) -> str:
@@ -51,10 +53,20 @@ class GenerationReport(BaseModel):
     tasks: list[GeneratedTask]
     rejected: list[RejectedTask]
     requests: int
+    used_pks: list[str] = Field(default_factory=list, description="every inspiration this run drew")
 
     def reason_counts(self) -> dict[str, int]:
         counts = Counter(r.reason for r in self.rejected)
         return {"accepted": len(self.tasks), **{r: counts.get(r, 0) for r in REJECT_REASONS}}
+
+
+def tasks_frame(tasks: list[GeneratedTask]) -> pd.DataFrame:
+    """One row per task, for display."""
+    return pd.DataFrame([{
+        "round": t.round, "task_id": t.task_id, "source": t.inspiration.source,
+        "inspiration": t.inspiration.prompt, "scenario": t.env.scenario, "goal_1": t.env.agent_goals[0],
+        "goal_2": t.env.agent_goals[1], "relationship": t.env.relationship.name, "pairs": len(t.agent_pairs),
+        "max_similarity": t.max_similarity} for t in tasks])
 
 
 def write_tasks(path: Path, tasks: list[GeneratedTask]) -> Path:

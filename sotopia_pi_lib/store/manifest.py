@@ -12,7 +12,6 @@ import os
 import platform
 import re
 import subprocess
-import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -142,25 +141,35 @@ def file_hashes(paths: list[Path], root: Path) -> dict[str, str]:
     return out
 
 
-@contextmanager
-def stage(run_dir: Path, name: str):
-    """Record a stage's start, end, duration and status; the body fills `record` (usage, files)."""
+def begin_stage(run_dir: Path, name: str) -> StageRecord:
+    """Record that a stage started (a re-run replaces the stage's earlier record)."""
     m = load_manifest(run_dir) or init_manifest(run_dir, {})
     record = StageRecord(name=name, started=_now())
     m.stages[name] = record
     save_manifest(run_dir, m)
-    t0 = time.perf_counter()
+    return record
+
+
+def end_stage(run_dir: Path, record: StageRecord, status: str = "done") -> StageRecord:
+    record.status, record.finished = status, _now()
+    started = datetime.fromisoformat(record.started)
+    record.duration_s = round((datetime.now(UTC) - started).total_seconds(), 1)
+    m = load_manifest(run_dir) or init_manifest(run_dir, {})
+    m.stages[record.name] = record
+    save_manifest(run_dir, m)
+    return record
+
+
+@contextmanager
+def stage(run_dir: Path, name: str):
+    """Record a stage's start, end, duration and status; the body fills `record` (usage, files)."""
+    record = begin_stage(run_dir, name)
     try:
         yield record
-        record.status = "done"
     except BaseException:
-        record.status = "failed"
+        end_stage(run_dir, record, "failed")
         raise
-    finally:
-        record.finished, record.duration_s = _now(), round(time.perf_counter() - t0, 2)
-        m = load_manifest(run_dir) or m
-        m.stages[name] = record
-        save_manifest(run_dir, m)
+    end_stage(run_dir, record)
 
 
 def provenance_lines(m: Manifest) -> list[str]:

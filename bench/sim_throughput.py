@@ -1,0 +1,132 @@
+"""Simulation throughput: the naive loop against the batched runner, same episodes, same model.
+
+naive   one episode at a time, each turn a fresh generate() call on the full prompt (no batching,
+        no session hint, and the hf KV store off so no prefix of an earlier call is reused either)
+batched the runner's default: every live episode's next turn in one call, each agent's KV cache
+        kept across turns (session hint)
+Both run with the response cache off, so every turn is really generated. Also prints episode
+lengths and action-type counts, so degenerate episodes (all `none`, instant leaves) show.
+
+    python bench/sim_throughput.py                      # 16 episodes, 6 turns cap
+    python bench/sim_throughput.py --max-turns 20 --only batched
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+
+from sotopia_pi_lib.data import load_sotopia
+from sotopia_pi_lib.llm import LLMRequest, Message, ModelSpec, SamplingParams
+from sotopia_pi_lib.llm.registry import build_llm
+from sotopia_pi_lib.sim import (
+    EpisodeRecord,
+    RuleConfig,
+    RunConfig,
+    make_specs,
+    run_episodes,
+    setups_for_task_set,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--max-turns", type=int, default=6, help="turn cap per episode (SOTOPIA: 20)")
+    p.add_argument("--max-argument-chars", type=int, default=300)
+    p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=["naive", "batched"], default=None)
+    p.add_argument("--kv-cache-gb", type=float, default=4.0, help="hf session KV cache bound")
+    p.add_argument("--json", help="also write the numbers to this file")
+    return p.parse_args()
+
+
+def describe(records: list[EpisodeRecord]) -> dict:
+    """Lengths, endings and action mix, plus two signs of degenerate play."""
+    turns = [t for r in records for t in r.turns]
+    speak = [t.action.argument.strip() for t in turns if t.action.action_type == "speak"]
+    repeats = sum(
+        len(r.turns) - len({(t.action.action_type, t.action.argument) for t in r.turns}) for r in records
+    )
+    return {
+        "episode_lengths": sorted(len(r.turns) for r in records),
+        "end_reasons": dict(Counter(r.end_reason for r in records)),
+        "action_types": dict(Counter(t.action.action_type for t in turns)),
+        "mean_argument_chars": round(sum(len(t.action.argument) for t in turns) / max(1, len(turns)), 1),
+        "empty_speak_turns": sum(not s for s in speak),
+        "repeated_actions_within_episode": repeats,
+        "mean_completion_tokens": round(sum(t.completion_tokens for t in turns) / max(1, len(turns)), 1),
+    }
+
+
+def build(kv_cache_bytes: int):
+    options = {"kv_cache_bytes": kv_cache_bytes}
+    llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
+    warm = LLMRequest(messages=(Message(role="user", content="Hi"),), sampling=SamplingParams(max_tokens=4))
+    llm.generate([warm])  # load weights outside the timed runs
+    return llm
+
+
+def run(mode: str, specs, args) -> dict:
+    # Batched: 16 episodes x 2 agents x ~1,000 tokens x 46 KB/token (fp32) is ~1.5 GB of session KV;
+    # under the hf default bound (1 GiB) an LRU over sessions used round-robin evicts the next ones.
+    llm = build(0 if mode == "naive" else int(args.kv_cache_gb * (1 << 30)))
+    config = RunConfig(
+        rules=RuleConfig(max_turns=args.max_turns),
+        sampling=SamplingParams(temperature=1.0, max_tokens=args.max_tokens),
+        max_argument_chars=args.max_argument_chars,
+        max_live_episodes=1 if mode == "naive" else len(specs),
+        use_sessions=mode != "naive",
+    )
+    print(f"\n== {mode}: {config.max_live_episodes} episode(s) at a time, sessions {config.use_sessions}")
+    engine = getattr(llm, "inner", llm)
+    if hasattr(engine, "reset_stats"):
+        engine.reset_stats()
+    t0 = time.perf_counter()
+    result = run_episodes(specs, {"embedded": llm}, config)
+    wall = time.perf_counter() - t0
+    s = result.summary
+    stats = getattr(engine, "stats", None)
+    llm.close()
+    prefill = (
+        {"prefill_computed": stats.prefill_tokens_computed, "prefill_reused": stats.prefill_tokens_reused,
+         "decode_steps": stats.steps, "prefill_s": round(stats.prefill_s, 1)}
+        if stats
+        else {}
+    )  # fmt: skip
+    return {"turns": s.turns, "seconds": round(wall, 1), "turns_per_s": round(s.turns / wall, 3),
+            "failed": s.failed, **prefill, **describe(result.records)}  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args()
+    data = load_sotopia()
+    setups = setups_for_task_set(data, "sotopia_all")
+    setups = setups[:: max(1, len(setups) // args.episodes)][: args.episodes]
+    specs = make_specs(setups, ("embedded", "embedded"), seed=args.seed, tags={"bench": "sim_throughput"})
+    modes = [args.only] if args.only else ["naive", "batched"]
+    results = {m: run(m, specs, args) for m in modes}
+    print(f"\n{len(specs)} episodes, cap {args.max_turns} turns, embedded model, response cache off")
+    for mode, r in results.items():
+        print(f"{mode:8s} {r['turns']:4d} turns in {r['seconds']:7.1f} s = {r['turns_per_s']:.3f} turns/s")
+        print(f"         lengths {r['episode_lengths']}  ends {r['end_reasons']}")
+        if "prefill_computed" in r:
+            print(f"         prefill tokens computed {r['prefill_computed']}, reused {r['prefill_reused']} "
+                  f"({r['prefill_s']} s); {r['decode_steps']} decode steps")  # fmt: skip
+        print(f"         actions {r['action_types']}  mean argument {r['mean_argument_chars']} chars, "
+              f"{r['mean_completion_tokens']} tokens/turn, {r['empty_speak_turns']} empty speak, "
+              f"{r['repeated_actions_within_episode']} repeated actions")  # fmt: skip
+    if len(results) == 2:
+        ratio = results["batched"]["turns_per_s"] / results["naive"]["turns_per_s"]
+        results["speedup"] = round(ratio, 2)
+        print(f"speed-up batched / naive: {ratio:.2f}x (target >= 4x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results | {"args": vars(args)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Benchmark runs (SOTOPIA-pi, section 5): each model plays SOTOPIA tasks against the partner model.
+
+The evaluated model plays both agent positions (once as agent 0 against the partner, once as agent 1),
+so first-mover advantage cancels out. Episodes carry tags naming the evaluated model, its position
+and the task set; analysis reads the evaluated agent's scores from its position.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ..data.profiles import EnvAgentCombo
+from ..data.sotopia import SotopiaData
+from ..errors import ConfigError
+from ..judge.evaluate import judge_episodes
+from ..judge.ratings import EpisodeRating, RatingStore
+from ..llm.base import LLM
+from ..llm.keys import model_key
+from ..llm.types import ModelSpec
+from ..sim.episode import EpisodeRecord
+from ..sim.pairing import setup_for_combo
+from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, run_episodes
+from ..sim.store import EpisodeStore
+from .safety import safety_combos
+
+TASK_SETS = ("sotopia_all", "sotopia_hard", "safety")
+
+
+def select_combos(data: SotopiaData, task_set: str, n: int | None, seed: int) -> list[EnvAgentCombo]:
+    """The task set's combos, or a fixed seeded subset of `n` (sorted by combo id before sampling, so
+    the subset depends only on the seed and the data)."""
+    if task_set == "safety":
+        combos = safety_combos(data)
+    elif task_set in ("sotopia_all", "sotopia_hard"):
+        combos = data.task_set(task_set)
+    else:
+        raise ConfigError(f"unknown task set {task_set!r}; known: {', '.join(TASK_SETS)}")
+    combos = sorted(combos, key=lambda c: c.combo_id)
+    if n is None or n >= len(combos):
+        return combos
+    return sorted(random.Random(f"{seed}/{task_set}").sample(combos, n), key=lambda c: c.combo_id)
+
+
+def eval_specs(combos: Sequence[EnvAgentCombo], data: SotopiaData, model: str, partner: str,
+               task_set: str, both_positions: bool, seed: int) -> list[EpisodeSpec]:
+    specs = []
+    positions = (0, 1) if both_positions else (0,)
+    for i, combo in enumerate(combos):
+        setup = setup_for_combo(combo, data)
+        for pos in positions:
+            models = (model, partner) if pos == 0 else (partner, model)
+            tags = {"eval_model": model.split("@")[0], "eval_position": str(pos), "task_set": task_set}
+            specs.append(EpisodeSpec(setup=setup, models=models, seed=seed * 10_007 + i, tags=tags))
+    return specs
+
+
+class BenchmarkRun(BaseModel):
+    model: str
+    task_set: str
+    episodes: list[EpisodeRecord]
+    ratings: list[EpisodeRating]
+    summary: RunSummary
+
+
+def run_benchmark(
+    name: str,
+    llm: LLM,
+    partner: LLM,
+    judge: LLM,
+    data: SotopiaData,
+    combos: Sequence[EnvAgentCombo],
+    *,
+    task_set: str,
+    episodes_path: Path,
+    ratings_path: Path,
+    sim: RunConfig,
+    both_positions: bool = True,
+    judge_samples: int = 1,
+    seed: int = 0,
+) -> BenchmarkRun:
+    """Play `name` against the partner on `combos` and judge the episodes (resumable)."""
+    key, partner_key = model_key(name, llm), model_key("partner", partner)
+    specs = eval_specs(combos, data, key, partner_key, task_set, both_positions, seed)
+    store = EpisodeStore(episodes_path)
+    result = run_episodes(specs, {key: llm, partner_key: partner}, sim, store)
+    episodes = [r for r in store.records() if key in r.models and r.tags.get("task_set") == task_set]
+    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
+                             store=RatingStore(ratings_path))
+    return BenchmarkRun(model=name, task_set=task_set, episodes=episodes, ratings=ratings,
+                        summary=result.summary)
+
+
+def adapter_spec(policy: ModelSpec, adapter_dir: Path) -> ModelSpec:
+    """The policy with a trained LoRA adapter (what 04 wrote) on top."""
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"no trained adapter at {adapter_dir}: run notebook 04 (training) first")
+    return policy.model_copy(update={"adapter": str(adapter_dir)})

@@ -1,0 +1,159 @@
+"""The judge prompt: the whole episode, both goals, both characters with their secrets, the rubric.
+
+Unlike an agent, the judge is omniscient (as SOTOPIA's evaluator is): it must know each secret to
+score `secret` and each goal to score `goal`. Turns where an agent did nothing are left out of the
+transcript, as SOTOPIA does, since they carry no content and cost prompt tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping
+
+from ..data.profiles import AgentProfile, RelationshipType
+from ..llm.types import LLMRequest, Message, SamplingParams
+from ..sim.episode import EpisodeRecord
+from ..sim.prompts import clean_goal, describe_action
+from ..sim.rules import EpisodeSetup, setup_from_record
+from .ratings import parse_judgement
+from .rubric import DIMENSIONS, RUBRIC_VERSION
+from .schema import judge_max_tokens, judge_schema
+
+SYSTEM = (
+    "You are an impartial expert judge of social interactions. You read a role-play between two "
+    "characters, each pursuing a private social goal, and rate each character on seven dimensions. "
+    "Judge only from the transcript and the information given. For every dimension, first write one "
+    "or two short sentences of reasoning, then give an integer score within the stated range."
+)
+
+_END = {
+    "leave": "one participant left the conversation",
+    "max_turns": "the turn limit was reached",
+    "stale": "both participants stopped doing anything",
+}
+
+
+def _character(p: AgentProfile, goal: str, label: str) -> str:
+    return (
+        f"{label}: {p.name} ({p.gender_pronoun.lower()}), {p.age}, {p.occupation}. {p.public_info.strip()} "
+        f"Personality and values: {p.personality_and_values.strip()} "
+        f"Secret: {p.secret.strip()}\n"
+        f"{p.name}'s goal: {clean_goal(goal)}"
+    )
+
+
+def render_transcript(record: EpisodeRecord) -> str:
+    names = record.agent_names
+    lines = [
+        f"Turn {t.index + 1}: {describe_action(names[t.agent], t.action)}"
+        for t in record.turns
+        if t.action.action_type != "none"
+    ]
+    lines.append(f"(The conversation ended because {_END[record.end_reason]}.)")
+    return "\n".join(lines)
+
+
+def _rubric_text(names: tuple[str, str]) -> str:
+    dims = "\n".join(f"- {d.name} [{d.low}, {d.high}]: {d.description}" for d in DIMENSIONS)
+    return (
+        f"Rate agent_1 ({names[0]}) and agent_2 ({names[1]}) separately on each dimension below; "
+        "the integer score must lie in the range shown in brackets.\n"
+        f"{dims}\n"
+        'Answer with one JSON object: {"agent_1": {"believability": {"reasoning": "...", "score": N}, '
+        '... all seven dimensions ...}, "agent_2": {... the same seven ...}}.'
+    )
+
+
+def _relationship(setup: EpisodeSetup) -> list[str]:
+    """What the pair were to each other before the talk: the baseline the relationship score moves from."""
+    if setup.relationship is None:
+        return []
+    story = f" {setup.background_story.strip()}" if setup.background_story else ""
+    return [f"Relationship before the conversation: {setup.relationship.name.replace('_', ' ')}.{story}"]
+
+
+def render_judge_messages(setup: EpisodeSetup, record: EpisodeRecord) -> tuple[Message, ...]:
+    names = setup.agent_names
+    parts = [
+        f"Scenario: {setup.scenario.strip()}",
+        *_relationship(setup),
+        _character(setup.agents[0], setup.goals[0], "agent_1"),
+        _character(setup.agents[1], setup.goals[1], "agent_2"),
+        "Conversation:\n" + render_transcript(record),
+        _rubric_text(names),
+    ]
+    return (Message(role="system", content=SYSTEM), Message(role="user", content="\n\n".join(parts)))
+
+
+def judge_request(
+    record: EpisodeRecord,
+    agents: Mapping[str, AgentProfile] | None = None,
+    *,
+    temperature: float = 0.0,
+    sample_index: int = 0,
+    seed: int = 0,
+) -> LLMRequest:
+    """The request that rates both agents of one episode (the judge's schema and token budget set)."""
+    setup = setup_from_record(record, dict(agents) if agents is not None else None)
+    return LLMRequest(
+        messages=render_judge_messages(setup, record),
+        json_schema=judge_schema(),
+        sampling=SamplingParams(temperature=temperature, max_tokens=judge_max_tokens()),
+        seed=seed,
+        sample_index=sample_index,
+    )
+
+
+def rubric_fingerprint() -> str:
+    """sha256 over everything RUBRIC_VERSION stands for: dimensions, schema, budget, prompt wording.
+
+    The prompt is covered by rendering a fixed dummy episode, so any template change shows.
+    """
+    probe = _probe_episode()
+    content = {
+        "dimensions": [d.model_dump() for d in DIMENSIONS],
+        "schema": judge_schema(),
+        "max_tokens": judge_max_tokens(),
+        "messages": [m.model_dump() for m in render_judge_messages(*probe)],
+        "parser": inspect.getsource(parse_judgement),  # the parser is part of the version too
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _probe_episode() -> tuple[EpisodeSetup, EpisodeRecord]:
+    from ..sim.episode import AgentAction, Turn
+
+    people = tuple(
+        AgentProfile(
+            agent_id=f"a{i}", first_name=f"F{i}", last_name=f"L{i}", age=30 + i, occupation="O",
+            gender="G", gender_pronoun="P", public_info="I.", big_five="B", moral_values=["M"],
+            schwartz_personal_values=["S"], personality_and_values="V.", decision_making_style="D",
+            secret="X", mbti="M",
+        )
+        for i in (0, 1)
+    )  # fmt: skip
+    acts = [
+        ("speak", "hi"),
+        ("non-verbal communication", "nods"),
+        ("action", "pays"),
+        ("none", ""),
+        ("leave", ""),
+    ]
+    turns = [
+        Turn(index=i, agent=i % 2, action=AgentAction(action_type=a, argument=arg), raw="")
+        for i, (a, arg) in enumerate(acts)
+    ]
+    record = EpisodeRecord(
+        episode_id="probe", env_id="e", scenario="S.", agent_ids=("a0", "a1"),
+        agent_names=(people[0].name, people[1].name), goals=("G0 <extra_info>E</extra_info>", "G1"),
+        models=("m", "m"), prompt_version=RUBRIC_VERSION, seed=0, turns=turns, end_reason="leave",
+        agent_profiles=people, relationship=RelationshipType.friend, background_story="B.",
+    )  # fmt: skip
+    return setup_from_record(record), record
+
+
+def judge_prompt_text(record: EpisodeRecord, agents: Mapping[str, AgentProfile] | None = None) -> str:
+    """The judge prompt as one text (for EpisodeLog.rewards_prompt in exports)."""
+    return "\n\n".join(m.content for m in judge_request(record, agents).messages)

@@ -1,0 +1,245 @@
+"""The hf backend's decode loop: continuous batching over model.forward with an in-place KV buffer.
+
+Why not model.generate: on a 2-core CPU the time goes to (1) padding (sequences that finished still
+decode until the longest one ends, and prompts are padded to the longest), (2) re-reading prompts the
+model has already seen (the simulation's agents extend their prompt every turn), (3) the cache's
+per-step torch.cat, and (4) per-token grammar work. Here prompts are prefilled in groups of similar
+length (prefill.py), each on top of its longest kept prefix (kvcache.py); decoding runs all live rows
+together in one preallocated buffer (batch_kv.py); a finished row leaves at once and its slot is
+refilled from the queue; grammar masks are filled per row in microseconds and applied in one call,
+and text the grammar forces costs no sampling (grammar.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import xgrammar as xg
+
+from .batch_kv import BatchKV
+from .grammar import BatchMasker, GrammarBook, unpack
+from .jobs import DecodeStats, Done, Job, Live, Outcome
+from .kvcache import ANONYMOUS, KV, SessionStore
+from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, split_shared
+from .sampling import choose_tokens
+
+ADMIT_FRACTION = 4
+
+
+class Engine:
+    def __init__(
+        self, net: Any, book: Callable[[], GrammarBook], stop_ids: tuple[int, ...], pad_id: int,
+        sessions: SessionStore, max_batch_size: int, max_batch_tokens: int,
+    ) -> None:  # fmt: skip
+        self.net, self._book, self.stop_ids, self.pad_id = net, book, set(stop_ids), pad_id
+        self.sessions, self.max_batch_size, self.max_batch_tokens = sessions, max_batch_size, max_batch_tokens
+        cfg = net.config
+        self.layers, self.kv_heads = cfg.num_hidden_layers, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.stats = DecodeStats()
+        self._masker: BatchMasker | None = None
+        self._anonymous = 0  # numbers the store keys of requests without a session
+
+    def masker(self, rows: int) -> BatchMasker:
+        if self._masker is None:
+            self._masker = BatchMasker(self._book(), rows)
+        return self._masker
+
+    @torch.inference_mode()
+    def run(self, jobs: list[Job], on_done: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+        t0 = time.perf_counter()
+        results: list[Outcome | None] = [None] * len(jobs)
+        pending = deque(enumerate(jobs))
+        dtype, device = kv_dtype_device(self.net)
+        capacity = min(self.max_batch_size, len(jobs))
+        batch = BatchKV(self.layers, self.kv_heads, self.head_dim, dtype, device, capacity)
+        live: list[Live] = []
+
+        def finish(row: Live, tokens: list[int], reason: str, error: str | None, kv: KV) -> None:
+            self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv)
+            latency = time.perf_counter() - t0
+            results[row.index] = Outcome(tokens, reason, len(row.generated), row.reused, latency, error)
+            self.stats.requests += 1
+            self.stats.decode_tokens += len(row.generated)
+            if on_done is not None:
+                on_done(row.index, results[row.index])
+
+        while pending or live:
+            admitted = self._admit(pending, batch, live)
+            for row, kv, done in self._prefill(admitted):
+                if done is not None:
+                    finish(row, *done, kv=kv)
+                else:
+                    batch.add(kv)
+                    live.append(row)
+            if live:
+                self._step(batch, live, finish)
+        self.stats.wall_s += time.perf_counter() - t0
+        return [r for r in results if r is not None]
+
+    def _admit(
+        self, pending: deque[tuple[int, Job]], batch: BatchKV, live: list[Live]
+    ) -> list[tuple[int, Job]]:
+        """Jobs to start now: while the batch has a free row and the worst case (every row running to
+        max_tokens) fits max_batch_tokens. An empty batch always takes one job. A running batch takes
+        new jobs once a quarter of its rows are free (or the queue's rest fits): every forward costs a
+        read of all weights, so prefilling one prompt per freed row would pay that over and over."""
+        taken: list[tuple[int, Job]] = []
+        rows = len(live)
+        if rows and self.max_batch_size - rows < min(len(pending), self.max_batch_size // ADMIT_FRACTION):
+            return taken  # wait for a few free rows: one prefill forward for several prompts
+        width = batch.end - batch.start if live else 0
+        left = max((r.job.max_tokens - len(r.generated) for r in live), default=0)
+        while pending:
+            job = pending[0][1]
+            w, n = max(width, len(job.prompt) + 1), max(left, job.max_tokens)
+            if rows and (rows >= self.max_batch_size or (rows + 1) * (w + n) > self.max_batch_tokens):
+                break
+            taken.append(pending.popleft())
+            rows, width, left = rows + 1, w, n
+        return taken
+
+    def _prefill(self, admitted: list[tuple[int, Job]]) -> list[tuple[Live, KV, Done | None]]:
+        """Prefill the admitted prompts (each after its longest kept prefix) plus their replies' forced
+        openings, in groups; a prompt sharing not-yet-kept blocks with another waits one round so it
+        can reuse them. Each row's first token is chosen here; a row may be done already."""
+        t0 = time.perf_counter()
+        waiting = [(i, job, job.prompt + self._opening(job)) for i, job in admitted]
+        out: list[tuple[Live, KV, Done | None]] = []
+        while waiting:
+            items = [
+                PrefillItem(tokens, *self.sessions.lookup(job.session, tokens)) for _, job, tokens in waiting
+            ]
+            ready, later = split_shared(
+                [(it.tokens, it.reused) for it in items], enabled=self.sessions.max_bytes > 0
+            )
+            sizes = [(len(items[k].tokens) - items[k].reused, items[k].reused) for k in ready]
+            for group in plan_groups(sizes, self.max_batch_tokens):
+                chosen = [ready[g] for g in group]
+                logits, kvs = prefill_group(self.net, [items[k] for k in chosen], self.pad_id)
+                self.stats.prefill_forwards += 1
+                rows = [
+                    self._new_row(*waiting[k][:2], items[k], kv) for k, kv in zip(chosen, kvs, strict=True)
+                ]
+                out.extend(zip(rows, kvs, self._first_tokens(rows, logits), strict=True))
+            waiting = [waiting[k] for k in later]
+        self.stats.prefill_s += time.perf_counter() - t0
+        return out
+
+    def _opening(self, job: Job) -> list[int]:
+        if job.matcher is None:
+            return []
+        return self._book().forced_prefix(job.matcher, job.max_tokens - 1)
+
+    def _first_tokens(self, rows: list[Live], logits: torch.Tensor) -> list[Done | None]:
+        """A reply the grammar forced entirely is done at once; the others get their first token."""
+        forced_out = {
+            i for i, r in enumerate(rows) if r.job.matcher is not None and self._complete(r.job.matcher)
+        }
+        todo = [i for i in range(len(rows)) if i not in forced_out]
+        if todo:
+            self._choose([rows[i] for i in todo], logits[todo])
+        return [
+            (r.generated, "stop", None) if i in forced_out else self._check(r) for i, r in enumerate(rows)
+        ]
+
+    def _new_row(self, index: int, job: Job, item: PrefillItem, kv: KV) -> Live:
+        self._anonymous += 1
+        key = job.session if job.session is not None else f"{ANONYMOUS}{self._anonymous}"
+        self.sessions.put(key, item.tokens, kv)  # later prompts, in this batch too, may share its prefix
+        self.stats.prefill_tokens_computed += len(item.tokens) - item.reused
+        self.stats.prefill_tokens_reused += item.reused
+        self.stats.prefix_hits += int(item.reused > 0)
+        return Live(index, job, key, item.reused, item.tokens[len(job.prompt) :])
+
+    def _step(self, batch: BatchKV, live: list[Live], finish: Callable[..., None]) -> None:
+        t0 = time.perf_counter()
+        batch.reserve(1)
+        out = self.net(
+            input_ids=torch.tensor([[r.generated[-1]] for r in live], device=self.net.device),
+            position_ids=batch.positions(),
+            attention_mask=batch.step_mask(),
+            cache=batch.as_cache(),
+            use_cache=True,
+        )
+        batch.advance()
+        self.stats.forward_s += time.perf_counter() - t0
+        self.stats.steps += 1
+        self._choose(live, out.logits[:, -1].float())
+        done = [(i, d) for i, row in enumerate(live) if (d := self._check(row)) is not None]
+        for i, d in reversed(done):
+            finish(live[i], *d, kv=batch.row_kv(i))
+            moved = batch.remove(i)
+            if moved is not None:
+                live[i] = live[moved]
+            live.pop()
+
+    def _choose(self, rows: list[Live], logits: torch.Tensor) -> None:
+        """Each row's next token: forced text in canonical tokens, else sampled under its grammar mask."""
+        t0 = time.perf_counter()
+        forced: dict[int, int] = {}
+        for i, row in enumerate(rows):
+            if (
+                row.job.matcher is not None
+                and (token := self._book().forced_token(row.job.matcher)) is not None
+            ):
+                forced[i] = token
+        free = [i for i in range(len(rows)) if i not in forced]
+        if forced:
+            logits = logits[free]
+        constrained = [
+            (j, rows[i].job.matcher, rows[i].landing) for j, i in enumerate(free) if rows[i].job.matcher
+        ]
+        if constrained:
+            self.masker(self.max_batch_size).apply(logits, constrained)
+        t1 = time.perf_counter()
+        chosen = (
+            dict(zip(free, choose_tokens(logits, [rows[i].job.sampling for i in free]), strict=True))
+            if free
+            else {}
+        )
+        for i, row in enumerate(rows):
+            row.generated.append(forced[i] if i in forced else chosen[i])
+        self.stats.grammar_s += t1 - t0
+        self.stats.sample_s += time.perf_counter() - t1
+
+    def _check(self, row: Live) -> Done | None:
+        """(tokens, finish reason, error) once the row is done, else None."""
+        token, matcher = row.generated[-1], row.job.matcher
+        if matcher is not None and not self._accept(matcher, token):
+            return row.generated[:-1], "stop", f"the grammar rejected token {token} (an xgrammar bug)"
+        if token in self.stop_ids:
+            return row.generated[:-1], "stop", None
+        if matcher is not None and self._complete(matcher):
+            return row.generated, "stop", None
+        if len(row.generated) < row.job.max_tokens:
+            return None
+        if matcher is None:
+            return row.generated, "length", None
+        self.stats.truncated_json += 1
+        problem = (
+            f"max_tokens={row.job.max_tokens} ran out before the JSON was complete "
+            f"(this schema needs a budget of at least about {row.job.reserve} tokens)"
+        )
+        return row.generated, "length", problem
+
+    def _accept(self, matcher: xg.GrammarMatcher, token: int) -> bool:
+        t0 = time.perf_counter()
+        accepted = matcher.accept_token(token)
+        self.stats.grammar_s += time.perf_counter() - t0
+        return accepted
+
+    def _complete(self, matcher: xg.GrammarMatcher) -> bool:
+        """True when the JSON is complete and nothing may follow it (a number could still grow), so the
+        row stops without spending a step on the end-of-sequence token."""
+        if not matcher.is_completed():
+            return False
+        masker = self.masker(self.max_batch_size)
+        matcher.fill_next_token_bitmask(masker.scratch, 0)
+        allowed = unpack(masker.scratch[0], masker.book.vocab_size)
+        allowed[list(self.stop_ids)] = False
+        return not bool(allowed.any())

@@ -1,0 +1,185 @@
+"""The hf backend's options and weight loading (transformers, optional peft adapter, optional 4-bit).
+
+Kept apart from the decode loop so that building a model spec, checking its options and computing its
+identity never import torch or touch the weights: a fully cached re-run must not load a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BackendError, ConfigError
+from .types import ModelSpec
+
+EMBEDDED = "embedded"
+
+
+class HFOptions(BaseModel):
+    """`options:` of an hf model spec. Memory bounds are in tokens of KV cache (the embedded model
+    holds 46 KB per token in float32: 30 layers x 2 x 3 heads x 64 dims x 4 bytes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "auto", description="auto: float32 on CPU (exact, and what the tests assume), bfloat16 on CUDA"
+    )
+    load_in_4bit: bool = Field(False, description="bitsandbytes NF4 with double quantization (QLoRA's)")
+    max_batch_size: int = Field(32, ge=1, description="sequences decoded together")
+    max_batch_tokens: int = Field(32768, ge=64, description="KV tokens the running batch may hold")
+    kv_cache_bytes: int = Field(2 << 30, ge=0, description="KV kept across calls (0: no reuse)")
+
+
+def parse_options(spec: ModelSpec) -> HFOptions:
+    known = list(HFOptions.model_fields)
+    for key in spec.options:
+        if key not in known:
+            raise ConfigError(
+                f"model spec {spec.label}: unknown hf option {key!r}; known options: {', '.join(known)}"
+            )
+    try:
+        return HFOptions.model_validate(spec.options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise ConfigError(f"model spec {spec.label}: option {where}: {err['msg']}") from None
+
+
+def resolve_model(name: str) -> str:
+    """`embedded` -> the saved SmolLM2 folder; a path -> absolute path; anything else is a hub id."""
+    if name == EMBEDDED:
+        from ..data import ensure_embedded_model
+
+        return str(ensure_embedded_model())
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+@dataclass
+class Loaded:
+    """What generation needs: the module to call, its tokenizer and the settings it was loaded with."""
+
+    net: Any  # the causal LM module (LoRA layers injected when an adapter is set)
+    tokenizer: Any
+    device: Any
+    dtype: Any
+    stop_ids: tuple[int, ...]
+    vocab_size: int
+
+
+def pick_device(opt: HFOptions) -> str:
+    import torch
+
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("hf option device=cuda but torch sees no CUDA GPU; use device: cpu or auto")
+    if opt.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return opt.device
+
+
+def pick_dtype(opt: HFOptions, device: str) -> Any:
+    import torch
+
+    if opt.dtype != "auto":
+        return getattr(torch, opt.dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(opt)
+    dtype = pick_dtype(opt, device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "config": plain_config(model)}
+    if opt.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        net = AutoModelForCausalLM.from_pretrained(model, **kwargs)
+    except Exception as e:  # noqa: BLE001 -- name the model, not a deep traceback
+        raise BackendError(f"could not load hf model {model!r}: {type(e).__name__}: {e}") from e
+    if not opt.load_in_4bit:
+        net = net.to(device)
+    if adapter:
+        net = attach_adapter(net, adapter, merge=not opt.load_in_4bit)
+    net.eval()
+    return Loaded(
+        net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size
+    )
+
+
+def plain_config(model: str) -> Any:
+    """The model's config, minus the `quantization_config: gguf` that a folder saved from a de-quantised
+    GGUF keeps although its weights are plain float32 safetensors (the embedded model): transformers
+    would attach a GGUF quantizer that refuses bitsandbytes and warns about casts on every bfloat16
+    load. Kept when the folder really holds a .gguf file."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except Exception as e:  # noqa: BLE001
+        raise BackendError(f"could not read the config of hf model {model!r}: {type(e).__name__}: {e}") from e
+    quant = getattr(config, "quantization_config", None)
+    has_gguf = Path(model).is_dir() and any(Path(model).glob("*.gguf"))
+    if isinstance(quant, dict) and quant.get("quant_method") == "gguf" and not has_gguf:
+        del config.quantization_config
+    return config
+
+
+def attach_adapter(net: Any, adapter: str, merge: bool) -> Any:
+    """LoRA on top of the base. Merged into the weights when they are not quantised: same outputs up to
+    float rounding, and decoding no longer pays for the extra low-rank matmuls."""
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(net, adapter)
+    except Exception as e:  # noqa: BLE001
+        raise BackendError(f"could not load adapter {adapter!r}: {type(e).__name__}: {e}") from e
+    if merge:
+        return peft_model.merge_and_unload()
+    return peft_model.base_model.model
+
+
+def stop_ids(net: Any, tokenizer: Any) -> tuple[int, ...]:
+    ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(net.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(i) for i in source)
+    if not ids:
+        raise BackendError("the tokenizer defines no end-of-sequence token; cannot tell when a reply ends")
+    return tuple(sorted(ids))
+
+
+def context_limit(config: Any) -> int:
+    """Tokens a sequence may hold: the position limit, or the sliding window when there is one (the
+    batch KV buffer keeps every token, which matches a sliding-window model only inside its window)."""
+    limit = int(getattr(config, "max_position_embeddings", None) or 1 << 20)
+    window = getattr(config, "sliding_window", None)
+    return min(limit, int(window)) if window else limit
+
+
+def check_attention(config: Any) -> None:
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    unsupported = kinds - {"full_attention", "sliding_attention"}
+    if unsupported:
+        raise BackendError(
+            f"the hf backend decodes full-attention transformers only; this model has {sorted(unsupported)} "
+            "layers (use the vllm backend)"
+        )

@@ -1,0 +1,74 @@
+"""Training-data collection (SOTOPIA-pi, section 3.2): self-play episodes on generated tasks, judged.
+
+BC data is the expert playing both agents; SR data is the policy (or, for BC+SR, the BC-trained
+policy) playing both agents. Episodes and ratings go to one file pair per data source and round,
+append-only, so an interrupted collection resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ..data.sotopia import SotopiaData
+from ..judge.evaluate import judge_episodes
+from ..judge.ratings import EpisodeRating, RatingStore
+from ..llm.base import LLM
+from ..llm.keys import model_key
+from ..sim.episode import EpisodeRecord
+from ..sim.pairing import setup_for_pair
+from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, run_episodes
+from ..sim.store import EpisodeStore
+from .tasks import GeneratedTask
+
+
+class Collection(BaseModel):
+    """The outcome of collecting one data source and round."""
+
+    source: str
+    round: int
+    episodes: list[EpisodeRecord]
+    ratings: list[EpisodeRating]
+    summary: RunSummary
+
+
+def self_play_specs(tasks: Sequence[GeneratedTask], data: SotopiaData, model_label: str, seed: int,
+                    tags: dict[str, str]) -> list[EpisodeSpec]:
+    """One episode per task and character pair, the same model in both positions."""
+    specs = []
+    for t in tasks:
+        for i, pair in enumerate(t.agent_pairs):
+            setup = setup_for_pair(t.env, pair, data)
+            specs.append(EpisodeSpec(setup=setup, models=(model_label, model_label), seed=seed * 100_003 + i,
+                                     tags=dict(tags)))
+    return specs
+
+
+def collect(
+    tasks: Sequence[GeneratedTask],
+    data: SotopiaData,
+    *,
+    source: str,
+    round_: int,
+    player: LLM,
+    judge: LLM,
+    episodes_path: Path,
+    ratings_path: Path,
+    sim: RunConfig,
+    judge_samples: int = 1,
+    seed: int = 0,
+) -> Collection:
+    """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
+
+    Episodes are keyed by `source@<model hash>`, so changing the player starts a fresh set."""
+    label = model_key(source, player)
+    specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})
+    store = EpisodeStore(episodes_path)
+    result = run_episodes(specs, {label: player}, sim, store)
+    wanted = {s.setup.env_id for s in specs}
+    episodes = [r for r in store.records() if r.env_id in wanted and label in r.models]
+    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
+                             store=RatingStore(ratings_path))
+    return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)

@@ -1,0 +1,218 @@
+"""The study's stages as library calls: what each notebook runs, in the order the paper describes.
+
+Each function reads the files of earlier stages from the run folder and writes its own, so any
+notebook can be re-run alone; the models come from the stage context (cached, metered per role).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ConfigError, DataError
+from ..evaluate.benchmark import BenchmarkRun, adapter_spec, run_benchmark, select_combos
+from ..evaluate.compliance import ComplianceFlag, judge_compliance
+from ..evaluate.safety import safety_env_ids
+from ..judge.ratings import RatingStore
+from ..llm.base import LLM
+from ..llm.types import ModelSpec
+from ..pi.collect import Collection, collect
+from ..pi.filtering import score_table, select
+from ..pi.generate import generate_tasks
+from ..pi.sft import ConversionStats, to_examples
+from ..pi.sft_data import write_examples
+from ..pi.tasks import GeneratedTask, GenerationReport, read_tasks, write_tasks
+from ..pi.train import TrainResult, train_adapter
+from ..pi.train_model import load_tokenizer, resolve_base_model
+from ..sim.store import EpisodeStore
+from ..store.files import atomic_write_text
+from .context import StageContext
+
+PLAYER_ROLE = {"bc": "expert", "sr": "policy"}
+ADAPTER_SUBDIR = "adapter"
+
+
+# 01 -----------------------------------------------------------------------------------------------
+def generate_rounds(ctx: StageContext) -> list[GenerationReport]:
+    """Tasks for round 1 (BC and SR data) and, with BC+SR, fresh tasks for round 2's self-play."""
+    cfg, used, reports = ctx.cfg, set(), []
+    for k in range(1, 3 if cfg.collect.bc_sr else 2):
+        report = generate_tasks(ctx.model("task_generator"), ctx.data, cfg.generate,
+                                seed=cfg.run.seed * 100 + k, used_pks=used, round_=k)
+        used |= set(report.used_pks)
+        reports.append(report)
+    tasks = [t for r in reports for t in r.tasks]
+    write_tasks(ctx.paths.tasks, tasks)
+    atomic_write_text(ctx.paths.rejected_tasks,
+                      "".join(x.model_dump_json() + "\n" for r in reports for x in r.rejected))
+    for k, r in enumerate(reports, 1):
+        if not r.tasks:
+            raise DataError(f"round {k}: the task generator produced no valid task "
+                            f"({r.reason_counts()}); see {ctx.paths.rejected_tasks}")
+    return reports
+
+
+def rejection_table(reports: list[GenerationReport]) -> pd.DataFrame:
+    return pd.DataFrame([{"round": k, **r.reason_counts()} for k, r in enumerate(reports, 1)]).set_index("round")
+
+
+def round_tasks(ctx: StageContext, round_: int) -> list[GeneratedTask]:
+    tasks = [t for t in read_tasks(ctx.paths.tasks) if t.round == round_]
+    if not tasks:
+        raise DataError(f"{ctx.paths.tasks} has no task for round {round_}: re-run notebook 01")
+    return tasks
+
+
+# 02 -----------------------------------------------------------------------------------------------
+def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> Collection:
+    return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
+                   judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
+                   ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
+                   judge_samples=ctx.cfg.judge.samples, seed=ctx.cfg.run.seed)
+
+
+def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
+    """BC data (the expert in both seats) and SR data (the base policy in both seats)."""
+    return {s: collect_source(ctx, s, 1, ctx.model(PLAYER_ROLE[s])) for s in ctx.cfg.collect.sources}
+
+
+def collection_table(collections: dict[str, Collection]) -> pd.DataFrame:
+    """Per source: episodes, ratings, turns, failures of this call, and how the episodes ended."""
+    rows = []
+    for source, c in collections.items():
+        ends = pd.Series([e.end_reason for e in c.episodes], dtype=object).value_counts()
+        rows.append({"source": source, "round": c.round, "episodes": len(c.episodes),
+                     "ratings": len(c.ratings), "turns": sum(len(e.turns) for e in c.episodes),
+                     "failed": c.summary.failed, **{f"ended_by_{k}": int(v) for k, v in ends.items()}})
+    return pd.DataFrame(rows).set_index("source").fillna(0)
+
+
+# 03 -----------------------------------------------------------------------------------------------
+class FilterResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    source: str
+    round: int
+    scores: pd.DataFrame
+    kept: pd.DataFrame
+    stats: ConversionStats
+    path: Path
+
+
+def filter_source(ctx: StageContext, source: str, round_: int) -> FilterResult:
+    """Apply the filter rule to one source's rated episodes and write its training file."""
+    episodes = EpisodeStore(ctx.paths.episodes(source, round_)).records()
+    ratings = RatingStore(ctx.paths.ratings(source, round_)).read()
+    scores = score_table(episodes, ratings, ctx.cfg.filter.judge)
+    kept = select(scores, ctx.cfg.filter)
+    tokenizer = load_tokenizer(resolve_base_model(train_base(ctx)))
+    budget = ctx.cfg.train.max_length - ctx.cfg.simulation.sampling.max_tokens
+    examples, stats = to_examples(episodes, kept, source=source, agents=ctx.data.agents,
+                                  count_tokens=lambda text: len(tokenizer(text)["input_ids"]),
+                                  max_prompt_tokens=budget)
+    if not examples:
+        raise DataError(f"{source} round {round_}: filtering kept no training example ({stats})")
+    path = write_examples(ctx.paths.sft(source, round_), examples)
+    return FilterResult(source=source, round=round_, scores=scores, kept=kept, stats=stats, path=path)
+
+
+def filter_table(results: list[FilterResult]) -> pd.DataFrame:
+    return pd.DataFrame([{"source": r.source, "round": r.round, "rated_units": len(r.scores),
+                          "kept_units": len(r.kept), "goal_before": r.scores["goal"].mean(),
+                          "goal_kept": r.kept["goal"].mean(), **r.stats.model_dump()} for r in results])
+
+
+def score_distributions(results: list[FilterResult]) -> pd.DataFrame:
+    """Goal scores before and after filtering, tidy, for a histogram."""
+    parts = []
+    for r in results:
+        parts.append(r.scores.assign(source=r.source, set="all rated"))
+        parts.append(r.kept.assign(source=r.source, set="kept"))
+    return pd.concat(parts, ignore_index=True)
+
+
+# 04 -----------------------------------------------------------------------------------------------
+def train_base(ctx: StageContext) -> str:
+    """The policy's weights, which training loads with transformers whatever backend serves them."""
+    policy = ctx.cfg.models.policy
+    if policy.backend == "openai":
+        raise ConfigError("models.policy: an `openai` model cannot be fine-tuned here; use hf or vllm")
+    return policy.model
+
+
+def adapter_dir(ctx: StageContext, name: str) -> Path:
+    return ctx.paths.adapter(name) / ADAPTER_SUBDIR
+
+
+def policy_spec(ctx: StageContext, name: str) -> ModelSpec:
+    """base -> the policy; sr/bc/bc_sr -> the policy with that trained adapter; expert -> the expert."""
+    if name == "base":
+        return ctx.cfg.models.policy
+    if name == "expert":
+        return ctx.cfg.models.expert
+    return adapter_spec(ctx.cfg.models.policy, adapter_dir(ctx, name))
+
+
+def train_named(ctx: StageContext, name: str, source: str, round_: int, init: str | None = None) -> TrainResult:
+    cfg = ctx.cfg.train.model_copy(update={
+        "base_model": train_base(ctx),
+        "init_adapter": str(adapter_dir(ctx, init)) if init else None})
+    return train_adapter(cfg, ctx.paths.sft(source, round_), ctx.paths.adapter(name))
+
+
+def bc_sr_round(ctx: StageContext) -> tuple[Collection, FilterResult]:
+    """Round 2 of BC+SR: self-play of the BC-trained policy on fresh tasks, judged and filtered."""
+    player = ctx.model("policy", spec=policy_spec(ctx, "bc"), label="policy+bc")
+    collection = collect_source(ctx, "bc_sr", 2, player)
+    return collection, filter_source(ctx, "bc_sr", 2)
+
+
+def training_table(results: dict[str, TrainResult]) -> pd.DataFrame:
+    return pd.DataFrame([{"adapter": k, "steps": r.global_step, "examples": r.examples.kept,
+                          "first_loss": r.losses[0].loss if r.losses else None,
+                          "last_loss": r.losses[-1].loss if r.losses else None,
+                          "tokens": r.tokens, "seconds": round(r.train_time_s, 1),
+                          "resumed_from": r.resumed_from} for k, r in results.items()]).set_index("adapter")
+
+
+# 05 -----------------------------------------------------------------------------------------------
+def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
+    """Every model against the partner on each task set (and the safety set), judged."""
+    ev, runs = ctx.cfg.evaluate, []
+    sets = dict(ev.task_sets) | ({"safety": ev.safety_combos} if ev.safety else {})
+    for name in ev.models:
+        llm = ctx.model(name, spec=policy_spec(ctx, name))
+        for task_set, n in sets.items():
+            combos = select_combos(ctx.data, task_set, n, ev.seed)
+            runs.append(run_benchmark(
+                name, llm, ctx.model("partner"), ctx.model("judge"), ctx.data, combos, task_set=task_set,
+                episodes_path=ctx.paths.eval_episodes(name, task_set),
+                ratings_path=ctx.paths.eval_ratings(name, task_set), sim=ctx.cfg.simulation,
+                both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples, seed=ev.seed))
+    return runs
+
+
+def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[ComplianceFlag]:
+    scenarios = safety_env_ids(ctx.data)
+    flags = []
+    for run in (r for r in runs if r.task_set == "safety"):
+        flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
+                                  ctx.paths.stage_dir("05_evaluate") / f"safety__{run.model}.compliance.jsonl")
+    return flags
+
+
+def benchmark_table(runs: list[BenchmarkRun]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        for ep in run.episodes:
+            pos = int(ep.tags["eval_position"])
+            rs = [r for r in run.ratings if r.episode_id == ep.episode_id]
+            if rs:
+                rows.append({"model": run.model, "task_set": run.task_set, "position": pos,
+                             "goal": sum(r.agents[pos].scores["goal"] for r in rs) / len(rs),
+                             "overall": sum(r.agents[pos].overall for r in rs) / len(rs)})
+    df = pd.DataFrame(rows)
+    return df.groupby(["task_set", "model"]).agg(episodes=("goal", "size"), goal=("goal", "mean"),
+                                                 overall=("overall", "mean")).round(2)

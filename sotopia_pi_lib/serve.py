@@ -1,0 +1,163 @@
+"""Serve any model spec as an OpenAI-compatible API: `python -m sotopia_pi_lib.serve --model SPEC`.
+
+SPEC is `embedded` (the embedded SmolLM2 on the hf backend), `BACKEND:MODEL` (e.g. `hf:models/x`),
+a YAML/JSON mapping (`{backend: hf, model: embedded, adapter: results/run/adapter}`) or a YAML file.
+Binds to 127.0.0.1 unless told otherwise; with --api-key-env the key is read from that variable.
+BackgroundServer runs the same app in a thread (tests, notebooks driving SOTOPIA's own code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import BackendError, ConfigError, SotopiaPiError
+from .llm.types import BACKENDS, ModelSpec
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """A ModelSpec from the --model argument; errors name the argument and the field at fault."""
+    text = text.strip()
+    if text == "embedded":
+        return ModelSpec(backend="hf", model="embedded")
+    if text.endswith((".yaml", ".yml", ".json")) and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--model: not YAML or JSON: {exc}") from None
+    if isinstance(data, str) and data.partition(":")[0] in BACKENDS and data.partition(":")[2]:
+        backend, _, model = data.partition(":")
+        data = {"backend": backend, "model": model}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--model: expected `embedded`, BACKEND:MODEL or a mapping with backend and model, "
+            f"got {text!r:.80}"
+        )
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--model: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+class BackgroundServer:
+    """uvicorn serving `app` from a daemon thread, on a socket bound before start (port 0: any free
+    port, read back from `.port`), so there is no race for the port."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)
+        )
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise BackendError(f"the server on {self.base_url} did not start within {timeout_s:.0f} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sotopia_pi_lib.serve",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="`embedded`, BACKEND:MODEL, a YAML/JSON model spec, or a YAML file holding one",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes it to the network")
+    p.add_argument("--port", type=int, default=8000, help="port to bind")
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=None,
+        help="require `Authorization: Bearer $VAR` (the key is read from this environment variable)",
+    )
+    p.add_argument(
+        "--served-model-name", default=None, help="model name clients use (default: the spec's model)"
+    )
+    p.add_argument("--max-batch", type=int, default=32, help="most requests gathered into one generate call")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long to gather requests for a batch")
+    p.add_argument("--cache", action="store_true", help="answer repeated requests from the response cache")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def read_api_key(env: str | None) -> str | None:
+    if env is None:
+        return None
+    key = os.environ.get(env, "")
+    if not key:
+        raise ConfigError(f"--api-key-env {env}: environment variable {env} is not set or empty")
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = parse_model_spec(args.model)
+        api_key = read_api_key(args.api_key_env)
+        import uvicorn
+
+        from .llm.registry import build_llm
+        from .llm.server import create_app
+
+        llm = build_llm(spec, cache="default" if args.cache else None)
+    except SotopiaPiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = args.served_model_name or spec.model
+    app = create_app(
+        llm, model_name=name, api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms
+    )
+    auth = f"Bearer key from ${args.api_key_env}" if api_key else "no API key"
+    print(f"Serving {spec.label} as model {name!r} on http://{args.host}:{args.port}/v1 ({auth})", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        llm.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

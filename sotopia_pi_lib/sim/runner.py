@@ -1,0 +1,271 @@
+"""The batched episode runner: many episodes in lockstep, one generate() call per model per step.
+
+Backends are fastest when handed everything at once (hf: padded batches and a per-session KV
+cache; openai: concurrent requests), so at every step the runner collects the next turn of every
+live episode and sends one batch per model. Each finished episode is appended to the store at
+once, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..llm.base import LLM
+from ..llm.types import LLMRequest, LLMResponse, SamplingParams
+from .episode import AgentAction, EpisodeRecord, Turn
+from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
+from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
+from .store import EpisodeFailure, EpisodeStore, RunSummary
+
+
+class EpisodeSpec(BaseModel):
+    """One episode to play: the setup, which model label plays each position, a seed and tags."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    setup: EpisodeSetup
+    models: tuple[str, str] = Field(description="keys of the `models` mapping, per agent position")
+    seed: int = 0
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RunConfig(BaseModel):
+    """How episodes are played. Paper setting: agents sample at temperature 1.0."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: RuleConfig = RuleConfig()
+    prompt_version: str = DEFAULT_PROMPT_VERSION
+    sampling: SamplingParams = SamplingParams(temperature=1.0, max_tokens=160)
+    max_argument_chars: int | None = Field(300, ge=1, description="maxLength of the action argument")
+    max_live_episodes: int = Field(16, ge=1, description="episodes played at once (batch size)")
+    use_sessions: bool = Field(True, description="let the backend keep each agent's KV cache across turns")
+    retries: int = Field(1, ge=0, description="extra attempts for a failed turn before giving up")
+    progress: bool = True
+
+
+class RunResult(BaseModel):
+    records: list[EpisodeRecord] = Field(description="episodes completed by this call, in finishing order")
+    summary: RunSummary
+
+
+def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
+    """Same inputs -> same id, so a re-run recognises finished episodes (and hits the response cache)."""
+    key = {
+        "env": spec.setup.env_id,
+        "combo": spec.setup.combo_id,
+        "agents": spec.setup.agent_ids,
+        "models": spec.models,
+        "seed": spec.seed,
+        "tags": dict(sorted(spec.tags.items())),
+        "prompt": config.prompt_version,
+        "rules": config.rules.model_dump(),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return f"ep-{digest[:20]}"
+
+
+def turn_seed(seed: int, turn_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}/turn/{turn_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def make_specs(
+    setups: Sequence[EpisodeSetup],
+    models: tuple[str, str],
+    seed: int = 0,
+    tags: Mapping[str, str] | None = None,
+) -> list[EpisodeSpec]:
+    """One spec per setup with the same model pairing; seeds seed, seed+1, ... in setup order."""
+    return [
+        EpisodeSpec(setup=s, models=models, seed=seed + i, tags=dict(tags or {}))
+        for i, s in enumerate(setups)
+    ]
+
+
+@dataclass
+class _Live:
+    spec: EpisodeSpec
+    episode_id: str
+    started: float = field(default_factory=time.perf_counter)
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def agent(self) -> int:
+        return agent_to_move(len(self.turns))
+
+
+def _request(live: _Live, config: RunConfig, attempt: int) -> LLMRequest:
+    i, agent = len(live.turns), live.agent
+    return LLMRequest(
+        messages=render_prompt(live.spec.setup, agent, live.turns, config.prompt_version),
+        json_schema=action_schema(allowed_actions(live.turns), config.max_argument_chars),
+        sampling=config.sampling,
+        seed=turn_seed(live.spec.seed, i),
+        sample_index=attempt,
+        session=f"{live.episode_id}/{agent}" if config.use_sessions else None,
+    )
+
+
+def _turn_or_error(live: _Live, response: LLMResponse) -> Turn | str:
+    if response.error is not None:
+        return response.error
+    obj = response.parsed
+    if obj is None:
+        try:
+            obj = json.loads(response.text)
+        except ValueError:
+            return f"unparseable action ({response.finish_reason}): {response.text[:120]!r}"
+    try:
+        action = AgentAction.model_validate(obj)
+    except ValidationError:
+        return f"invalid action: {response.text[:120]!r}"
+    if action.action_type not in allowed_actions(live.turns):
+        return f"action type {action.action_type!r} not allowed at this turn"
+    return Turn(
+        index=len(live.turns),
+        agent=live.agent,
+        action=action,
+        raw=response.text,
+        prompt_tokens=response.prompt_tokens,
+        completion_tokens=response.completion_tokens,
+        latency_s=response.latency_s,
+        cached=response.cached,
+    )
+
+
+def _play_group(llm: LLM, group: list[_Live], config: RunConfig) -> dict[int, Turn | str]:
+    """Next turn of every episode in `group` (all on one model): one batch, then one per retry."""
+    outcome: dict[int, Turn | str] = {}
+    pending = list(range(len(group)))
+    for attempt in range(config.retries + 1):
+        responses = llm.generate([_request(group[i], config, attempt) for i in pending])
+        for i, response in zip(pending, responses, strict=True):
+            outcome[i] = _turn_or_error(group[i], response)
+        pending = [i for i in pending if isinstance(outcome[i], str)]
+        if not pending:
+            break
+    return outcome
+
+
+def _step(live: list[_Live], models: Mapping[str, LLM], config: RunConfig) -> list[tuple[_Live, Turn | str]]:
+    groups: dict[str, list[_Live]] = {}
+    for ep in live:
+        groups.setdefault(ep.spec.models[ep.agent], []).append(ep)
+    results = []
+    for label, group in groups.items():
+        outcome = _play_group(models[label], group, config)
+        results += [(group[i], outcome[i]) for i in range(len(group))]
+    return results
+
+
+def _record(ep: _Live, reason: str, config: RunConfig) -> EpisodeRecord:
+    s = ep.spec.setup
+    return EpisodeRecord(
+        episode_id=ep.episode_id,
+        env_id=s.env_id,
+        combo_id=s.combo_id,
+        codename=s.codename,
+        scenario=s.scenario,
+        agent_ids=s.agent_ids,
+        agent_names=s.agent_names,
+        goals=s.goals,
+        models=ep.spec.models,
+        prompt_version=config.prompt_version,
+        seed=ep.spec.seed,
+        turns=ep.turns,
+        end_reason=reason,
+        tags=ep.spec.tags,
+        duration_s=round(time.perf_counter() - ep.started, 3),
+        prompt_tokens=sum(t.prompt_tokens for t in ep.turns),
+        completion_tokens=sum(t.completion_tokens for t in ep.turns),
+        agent_profiles=s.agents,
+        relationship=s.relationship,
+        background_story=s.background_story,
+    )
+
+
+def _failure(ep: _Live, error: str) -> EpisodeFailure:
+    s = ep.spec.setup
+    return EpisodeFailure(
+        episode_id=ep.episode_id, env_id=s.env_id, agent_ids=s.agent_ids, models=ep.spec.models,
+        turn=len(ep.turns), error=error, tags=ep.spec.tags,
+    )  # fmt: skip
+
+
+def _todo(
+    specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig
+) -> list[tuple[str, EpisodeSpec]]:
+    get_style(config.prompt_version)
+    unknown = sorted({m for s in specs for m in s.models} - set(models))
+    if unknown:
+        raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
+    ids: dict[str, EpisodeSpec] = {}
+    for spec in specs:
+        eid = episode_id(spec, config)
+        if eid in ids:
+            raise ConfigError(
+                f"two specs give episode {eid} (scenario {spec.setup.env_id}, same characters, models, "
+                "seed and tags); give them different seeds or tags"
+            )
+        ids[eid] = spec
+    return list(ids.items())
+
+
+def run_episodes(
+    specs: Sequence[EpisodeSpec],
+    models: Mapping[str, LLM],
+    config: RunConfig | None = None,
+    store: EpisodeStore | None = None,
+) -> RunResult:
+    """Play every spec not already in `store`, up to `max_live_episodes` at a time."""
+    config = config or RunConfig()
+    todo = _todo(specs, models, config)
+    done = store.completed_ids() if store is not None else set()
+    queue = deque((eid, s) for eid, s in todo if eid not in done)
+    summary = RunSummary(requested=len(todo), skipped=len(todo) - len(queue))
+    records: list[EpisodeRecord] = []
+    live: list[_Live] = []
+    t0 = time.perf_counter()
+    with tqdm(total=len(queue), desc="episodes", unit="ep", disable=not config.progress) as bar:
+        while queue or live:
+            while queue and len(live) < config.max_live_episodes:
+                eid, spec = queue.popleft()
+                live.append(_Live(spec=spec, episode_id=eid))
+            still: list[_Live] = []
+            for ep, outcome in _step(live, models, config):
+                if isinstance(outcome, str):
+                    failure = _failure(ep, outcome)
+                    summary.add_failure(failure)
+                    if store is not None:
+                        store.append_failure(failure)
+                    bar.update(1)
+                    continue
+                ep.turns.append(outcome)
+                summary.add_turn(outcome)
+                reason = end_reason(ep.turns, config.rules)
+                if reason is None:
+                    still.append(ep)
+                    continue
+                record = _record(ep, reason, config)
+                if store is not None:
+                    store.append(record)
+                records.append(record)
+                summary.add_episode(record)
+                bar.update(1)
+            live = still
+            summary.duration_s = time.perf_counter() - t0
+            bar.set_postfix(turns=summary.turns, tok_s=f"{summary.tokens_per_s:.0f}", failed=summary.failed)
+    summary.duration_s = time.perf_counter() - t0
+    if config.progress:
+        tqdm.write(str(summary))
+    return RunResult(records=records, summary=summary)

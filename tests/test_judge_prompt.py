@@ -1,0 +1,96 @@
+"""The judge prompt shows the whole episode, both goals and both secrets, and asks for the rubric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sotopia_pi_lib.errors import DataError
+from sotopia_pi_lib.judge import DIMENSIONS, judge_max_tokens, judge_request, judge_schema
+from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
+from sotopia_pi_lib.sim.prompts import clean_goal
+
+SCRIPTS = json.loads((Path(__file__).parent / "fixtures" / "judge_episode_scripts.json").read_text())
+
+
+def scripted_episode(sotopia, script: dict, with_profiles: bool = True) -> EpisodeRecord:
+    """A hand-written conversation on a real SOTOPIA benchmark combo."""
+    combo = sotopia.combos[script["combo_index"]]
+    env = sotopia.environments[combo.env_id]
+    people = tuple(sotopia.agents[a] for a in combo.agent_ids)
+    rel = sotopia.relationship_between(*combo.agent_ids)
+    turns = [
+        Turn(index=i, agent=i % 2, action=AgentAction(action_type=t, argument=a),
+             raw=json.dumps({"action_type": t, "argument": a}))
+        for i, (t, a) in enumerate(script["turns"])
+    ]  # fmt: skip
+    return EpisodeRecord(
+        episode_id=f"{env.codename}-{combo.combo_id}", env_id=env.env_id, combo_id=combo.combo_id,
+        codename=env.codename, scenario=env.scenario, agent_ids=combo.agent_ids,
+        agent_names=(people[0].name, people[1].name), goals=env.agent_goals, models=("hf:embedded",) * 2,
+        prompt_version="sotopia-pi-lib/v1", seed=script["combo_index"], turns=turns,
+        end_reason=script["end_reason"], tags={"source": "test"},
+        agent_profiles=people if with_profiles else None, relationship=env.relationship,
+        background_story=rel.background_story if rel else None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: str(s["combo_index"]))
+def test_prompt_holds_episode_goals_secrets_and_rubric(sotopia, script):
+    record = scripted_episode(sotopia, script)
+    request = judge_request(record)
+    system, user = request.messages
+    assert system.role == "system" and user.role == "user"
+    assert record.scenario.strip() in user.content
+    for i, profile in enumerate(record.agent_profiles):
+        assert profile.name in user.content
+        assert profile.secret.strip() in user.content, "the judge must see both secrets"
+        assert clean_goal(record.goals[i]) in user.content, "the judge must see both goals"
+    assert "<extra_info>" not in user.content
+    for turn in record.turns:
+        if turn.action.argument:
+            assert turn.action.argument in user.content
+    assert "did nothing" not in user.content
+    assert f"{record.agent_names[0]} left the conversation" in user.content or record.end_reason != "leave"
+    for d in DIMENSIONS:
+        assert f"- {d.name} [{d.low}, {d.high}]:" in user.content
+    assert f"agent_1 ({record.agent_names[0]})" in user.content
+    assert f"agent_2 ({record.agent_names[1]})" in user.content
+
+
+def test_request_carries_schema_budget_and_sampling(sotopia):
+    record = scripted_episode(sotopia, SCRIPTS[0])
+    greedy = judge_request(record)
+    assert greedy.json_schema == judge_schema()
+    assert greedy.sampling.max_tokens == judge_max_tokens()
+    assert greedy.sampling.temperature == 0.0 and greedy.sample_index == 0
+    sampled = judge_request(record, temperature=0.7, sample_index=2)
+    assert (sampled.sampling.temperature, sampled.sample_index) == (0.7, 2)
+    assert sampled.messages == greedy.messages
+
+
+def test_profiles_come_from_sotopia_when_the_record_lacks_them(sotopia):
+    with_profiles = scripted_episode(sotopia, SCRIPTS[1])
+    bare = scripted_episode(sotopia, SCRIPTS[1], with_profiles=False)
+    assert judge_request(bare, sotopia.agents).messages == judge_request(with_profiles).messages
+    with pytest.raises(DataError, match="no agent_profiles"):
+        judge_request(bare)
+    unknown = bare.model_copy(update={"agent_ids": ("nobody", bare.agent_ids[1])})
+    with pytest.raises(DataError, match="unknown character id"):
+        judge_request(unknown, sotopia.agents)
+
+
+@pytest.mark.model
+def test_prompt_fits_the_embedded_model_with_room_for_the_answer(sotopia, embedded_model_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    context = AutoConfig.from_pretrained(embedded_model_dir).max_position_embeddings
+    for script in SCRIPTS:
+        request = judge_request(scripted_episode(sotopia, script))
+        messages = [m.model_dump() for m in request.messages]
+        n = len(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)["input_ids"])
+        assert n + request.sampling.max_tokens < context
+        assert n < 1500, f"judge prompt has {n} tokens; keep it lean, the judge reads one per episode"
