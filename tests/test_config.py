@@ -65,3 +65,14 @@ def test_bad_yaml_names_line(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_models_must_be_trainable_from_the_collected_data():
+    raw = _raw()
+    raw["collect"] = {"sources": ["sr"], "bc_sr": False}
+    raw["evaluate"] = {"models": ["base", "bc"]}
+    with pytest.raises(ConfigError, match=r"evaluate.models: \['bc'\] not trained"):
+        parse_config(raw)
+    raw["collect"] = {"sources": ["sr"], "bc_sr": True}
+    with pytest.raises(ConfigError, match="bc_sr needs 'bc'"):
+        parse_config(raw)

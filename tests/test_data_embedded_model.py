@@ -13,6 +13,7 @@ from sotopia_pi_lib.data import embedded_model as em
 def test_complete_folder_has_weights_tokenizer_and_template(embedded_model_dir):
     assert em.is_complete(embedded_model_dir)
     names = {p.name for p in embedded_model_dir.iterdir()}
+    assert "quantization_config" not in json.loads((embedded_model_dir / "config.json").read_text())
     assert {"model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"} <= names
 
 

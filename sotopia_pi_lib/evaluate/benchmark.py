@@ -11,12 +11,12 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..data.profiles import EnvAgentCombo
 from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
-from ..judge.evaluate import judge_episodes
+from ..judge.evaluate import judge_into_stores
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.keys import model_key
@@ -24,7 +24,7 @@ from ..llm.types import ModelSpec
 from ..sim.episode import EpisodeRecord
 from ..sim.pairing import setup_for_combo
 from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, run_episodes
-from ..sim.store import EpisodeStore
+from ..sim.store import RoutedStore
 from .safety import safety_combos
 
 TASK_SETS = ("sotopia_all", "sotopia_hard", "safety")
@@ -63,35 +63,56 @@ class BenchmarkRun(BaseModel):
     task_set: str
     episodes: list[EpisodeRecord]
     ratings: list[EpisodeRating]
-    summary: RunSummary
 
 
-def run_benchmark(
-    name: str,
-    llm: LLM,
+class BenchmarkPlan(BaseModel):
+    """One evaluated model on one task set, and the files its episodes and ratings go to."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    llm: LLM
+    task_set: str
+    combos: list[EnvAgentCombo]
+    episodes_path: Path
+    ratings_path: Path
+
+
+def run_benchmarks(
+    plans: Sequence[BenchmarkPlan],
     partner: LLM,
     judge: LLM,
     data: SotopiaData,
-    combos: Sequence[EnvAgentCombo],
     *,
-    task_set: str,
-    episodes_path: Path,
-    ratings_path: Path,
     sim: RunConfig,
     both_positions: bool = True,
     judge_samples: int = 1,
+    reasoning_max_chars: int = 160,
     seed: int = 0,
-) -> BenchmarkRun:
-    """Play `name` against the partner on `combos` and judge the episodes (resumable)."""
-    key, partner_key = model_key(name, llm), model_key("partner", partner)
-    specs = eval_specs(combos, data, key, partner_key, task_set, both_positions, seed)
-    store = EpisodeStore(episodes_path)
-    result = run_episodes(specs, {key: llm, partner_key: partner}, sim, store)
-    episodes = [r for r in store.records() if key in r.models and r.tags.get("task_set") == task_set]
-    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
-                             store=RatingStore(ratings_path))
-    return BenchmarkRun(model=name, task_set=task_set, episodes=episodes, ratings=ratings,
-                        summary=result.summary)
+) -> tuple[list[BenchmarkRun], RunSummary]:
+    """Play every plan against the partner in ONE batched run (one backend batch per model per step),
+    each (model, task set) into its own files, then judge every new episode in one batch. Resumable."""
+    partner_key = model_key("partner", partner)
+    models: dict[str, LLM] = {partner_key: partner}
+    specs, files, keys = [], {}, {}
+    for p in plans:
+        key = keys.setdefault(p.name, model_key(p.name, p.llm))
+        models[key] = p.llm
+        specs += eval_specs(p.combos, data, key, partner_key, p.task_set, both_positions, seed)
+        files[(p.name, p.task_set)] = p.episodes_path
+    store = RoutedStore(files, ("eval_model", "task_set"))
+    result = run_episodes(specs, models, sim, store)
+    wanted = {s.setup.combo_id for s in specs}
+    groups = []
+    for p in plans:
+        eps = [r for r in store.stores[(p.name, p.task_set)].records()
+               if keys[p.name] in r.models and r.combo_id in wanted]
+        groups.append((eps, RatingStore(p.ratings_path)))
+    rated = judge_into_stores(groups, judge, agents=data.agents, samples=judge_samples,
+                              reasoning_max_chars=reasoning_max_chars)
+    runs = [BenchmarkRun(model=p.name, task_set=p.task_set, episodes=g[0], ratings=r)
+            for p, g, r in zip(plans, groups, rated, strict=True)]
+    return runs, result.summary
 
 
 def adapter_spec(policy: ModelSpec, adapter_dir: Path) -> ModelSpec:

@@ -23,7 +23,7 @@ from ..llm.types import LLMResponse
 from ..sim.episode import EpisodeRecord
 from .prompt import judge_request
 from .ratings import EpisodeRating, RatingKey, RatingStore, parse_judgement
-from .rubric import DIMENSION_NAMES, RUBRIC_VERSION
+from .rubric import DIMENSION_NAMES, REASONING_MAX_CHARS, RUBRIC_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,16 @@ def judge_temperature(samples: int, temperature: float | None) -> float:
     return temperature
 
 
+def rubric_version_for(reasoning_max_chars: int = REASONING_MAX_CHARS) -> str:
+    """The rubric version of ratings made with this reasoning cap (the default keeps the plain version),
+    so ratings under another cap never count as done for this one."""
+    if reasoning_max_chars == REASONING_MAX_CHARS:
+        return RUBRIC_VERSION
+    return f"{RUBRIC_VERSION}/reasoning{reasoning_max_chars}"
+
+
 def _to_rating(
-    record: EpisodeRecord, response: LLMResponse, judge: str, sample: int, temperature: float
+    record: EpisodeRecord, response: LLMResponse, judge: str, sample: int, temperature: float, version: str
 ) -> EpisodeRating:
     where = f"judge {judge} on episode {record.episode_id} (sample {sample})"
     if not response.ok:
@@ -56,7 +64,7 @@ def _to_rating(
             raise DataError(f"{where}: output is not JSON (finish_reason={response.finish_reason})") from None
     agents = parse_judgement(obj, where)
     return EpisodeRating(
-        episode_id=record.episode_id, judge=judge, rubric_version=RUBRIC_VERSION, sample_index=sample,
+        episode_id=record.episode_id, judge=judge, rubric_version=version, sample_index=sample,
         temperature=temperature, agents=agents, prompt_tokens=response.prompt_tokens,
         completion_tokens=response.completion_tokens, latency_s=response.latency_s, cached=response.cached,
     )  # fmt: skip
@@ -68,16 +76,20 @@ def _judge_with(
     agents: Mapping[str, AgentProfile] | None,
     temperature: float,
     progress: bool,
+    reasoning_max_chars: int,
 ) -> tuple[list[EpisodeRating], list[str]]:
     label = llm.spec.label
+    version = rubric_version_for(reasoning_max_chars)
     requests = [
-        judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed) for rec, s in todo
+        judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed,
+                      reasoning_max_chars=reasoning_max_chars)
+        for rec, s in todo
     ]
     responses = llm.generate(requests, progress=progress)
     ratings, failures = [], []
     for (rec, s), resp in zip(todo, responses, strict=True):
         try:
-            ratings.append(_to_rating(rec, resp, label, s, temperature))
+            ratings.append(_to_rating(rec, resp, label, s, temperature, version))
         except SotopiaPiError as e:
             log.warning("%s", e)
             failures.append(str(e))
@@ -93,8 +105,12 @@ def judge_episodes(
     temperature: float | None = None,
     store: RatingStore | None = None,
     progress: bool = True,
+    reasoning_max_chars: int = REASONING_MAX_CHARS,
 ) -> list[EpisodeRating]:
     """SOTOPIA-EVAL ratings of every episode by every judge, `samples` each.
+
+    `reasoning_max_chars` caps each dimension's reasoning (a small judge model on a CPU spends most
+    of its time writing it); a non-default cap is part of the ratings' rubric version.
 
     `agents` (SotopiaData.agents) is needed only for records that do not carry their profiles.
     With a `store`, ratings already there (same episode, judge label, rubric version, sample) are not
@@ -113,14 +129,14 @@ def judge_episodes(
         todo = []
         for rec in episodes:
             for s in range(samples):
-                key = RatingKey(rec.episode_id, label, RUBRIC_VERSION, s)
+                key = RatingKey(rec.episode_id, label, rubric_version_for(reasoning_max_chars), s)
                 if key in have:
                     out[key] = have[key]
                 else:
                     todo.append((rec, s))
         if not todo:
             continue
-        ratings, failures = _judge_with(llm, todo, agents, temperature, progress)
+        ratings, failures = _judge_with(llm, todo, agents, temperature, progress, reasoning_max_chars)
         if store is not None:
             store.append(ratings)
         out.update((r.key, r) for r in ratings)
@@ -189,3 +205,33 @@ def summarize_samples(ratings: Iterable[EpisodeRating]) -> list[RatingSummary]:
             )  # fmt: skip
         )
     return out
+
+
+def judge_into_stores(
+    groups: Sequence[tuple[Sequence[EpisodeRecord], RatingStore]],
+    judge: LLM,
+    *,
+    agents: Mapping[str, AgentProfile] | None = None,
+    samples: int = 1,
+    temperature: float | None = None,
+    progress: bool = True,
+    reasoning_max_chars: int = REASONING_MAX_CHARS,
+) -> list[list[EpisodeRating]]:
+    """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
+    than alone), each rating appended to its own file's store; returns every group's ratings."""
+    label, version = judge.spec.label, rubric_version_for(reasoning_max_chars)
+    todo, owner = [], {}
+    for gi, (episodes, store) in enumerate(groups):
+        have = store.keys()
+        for rec in episodes:
+            if any(RatingKey(rec.episode_id, label, version, s) not in have for s in range(samples)):
+                todo.append(rec)
+                owner[rec.episode_id] = gi
+    if todo:
+        new = judge_episodes(todo, judge, agents=agents, samples=samples, temperature=temperature,
+                             progress=progress, reasoning_max_chars=reasoning_max_chars)
+        for gi, (_, store) in enumerate(groups):
+            store.append(r for r in new if owner.get(r.episode_id) == gi)
+    return [[r for r in store.read() if r.judge == label and r.rubric_version == version
+             and r.episode_id in {e.episode_id for e in eps}]
+            for eps, store in groups]

@@ -18,7 +18,7 @@ from ..sim.episode import EpisodeRecord
 from ..sim.prompts import clean_goal, describe_action
 from ..sim.rules import EpisodeSetup, setup_from_record
 from .ratings import parse_judgement
-from .rubric import DIMENSIONS, RUBRIC_VERSION
+from .rubric import DIMENSIONS, REASONING_MAX_CHARS, RUBRIC_VERSION
 from .schema import judge_max_tokens, judge_schema
 
 SYSTEM = (
@@ -94,13 +94,14 @@ def judge_request(
     temperature: float = 0.0,
     sample_index: int = 0,
     seed: int = 0,
+    reasoning_max_chars: int = REASONING_MAX_CHARS,
 ) -> LLMRequest:
     """The request that rates both agents of one episode (the judge's schema and token budget set)."""
     setup = setup_from_record(record, dict(agents) if agents is not None else None)
     return LLMRequest(
         messages=render_judge_messages(setup, record),
-        json_schema=judge_schema(),
-        sampling=SamplingParams(temperature=temperature, max_tokens=judge_max_tokens()),
+        json_schema=judge_schema(reasoning_max_chars),
+        sampling=SamplingParams(temperature=temperature, max_tokens=judge_max_tokens(reasoning_max_chars)),
         seed=seed,
         sample_index=sample_index,
     )

@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, identity TEXT NOT NUL
 
 
 def default_cache_path() -> Path:
-    return project_root() / "cache" / "responses.sqlite"
+    """<project root>/cache/responses.sqlite, or the file `SOTOPIA_PI_CACHE` names (a shared cache, or a
+    fresh one for a cold timing)."""
+    env = os.environ.get("SOTOPIA_PI_CACHE")
+    return Path(env).resolve() if env else project_root() / "cache" / "responses.sqlite"
 
 
 def _canonical(obj: Any) -> str:

@@ -46,6 +46,9 @@ from .schema import parse_json_output
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
 
+LOGPROB_ROWS, LOGPROB_TOKENS = 8, 4096
+
+
 class HFModel(LLM):
     def __init__(self, spec: ModelSpec) -> None:
         if spec.backend != "hf":
@@ -237,9 +240,11 @@ class HFModel(LLM):
             loaded, _ = self._load()
             ids = choice_token_ids(loaded.tokenizer, choices)
             prompt_ids = [self.prompt_ids(p) for p in prompts]
+            # Small forwards: on the CPU one forward of 32 padded rows (~8k tokens) took 3.5x longer than
+            # the same prompts in forwards of <= 4,096 tokens (MMLU, 57 prompts: 52 s vs 15 s).
             rows = next_token_logprobs(
                 loaded.net, prompt_ids, ids, loaded.tokenizer.pad_token_id or 0,
-                self.options.max_batch_size, self.options.max_batch_tokens,
+                min(self.options.max_batch_size, LOGPROB_ROWS), min(self.options.max_batch_tokens, LOGPROB_TOKENS),
             )  # fmt: skip
         return [dict(zip(choices, row, strict=True)) for row in rows]
 

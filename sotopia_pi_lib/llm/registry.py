@@ -22,7 +22,7 @@ from ..errors import BackendError, ConfigError, SotopiaPiError
 from ..paths import models_dir, project_root
 from .base import LLM
 from .cache import ResponseCache, choice_key, default_cache_path, model_hash, request_key
-from .schema import check_schema
+from .json_output import check_schemas
 from .types import BACKENDS, LLMRequest, LLMResponse, Message, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class CachedLLM(LLM):
 
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         requests = list(requests)
-        check_request_schemas(requests)
+        check_schemas(requests)
         if self.cache is None:
             return self.inner.generate(requests, progress=progress)
         model = model_hash(self.identity())
@@ -111,16 +111,6 @@ class CachedLLM(LLM):
 
     def close(self) -> None:
         self.inner.close()
-
-
-def check_request_schemas(requests: Sequence[LLMRequest]) -> None:
-    """Every request's schema, checked before anything generates; the error names the request."""
-    for i, request in enumerate(requests):
-        if request.json_schema is not None:
-            try:
-                check_schema(request.json_schema)
-            except ConfigError as e:
-                raise ConfigError(f"request {i}: {e}") from None
 
 
 def default_cache() -> ResponseCache:

@@ -58,6 +58,7 @@ def collect(
     ratings_path: Path,
     sim: RunConfig,
     judge_samples: int = 1,
+    reasoning_max_chars: int = 160,
     seed: int = 0,
 ) -> Collection:
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
@@ -70,5 +71,5 @@ def collect(
     wanted = {s.setup.env_id for s in specs}
     episodes = [r for r in store.records() if r.env_id in wanted and label in r.models]
     ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
-                             store=RatingStore(ratings_path))
+                             store=RatingStore(ratings_path), reasoning_max_chars=reasoning_max_chars)
     return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)

@@ -123,32 +123,15 @@ def write_examples(path: str | Path, examples: Iterable[SFTExample]) -> Path:
     return atomic_write_text(path, "".join(lines))
 
 
-def examples_from_released(path: str | Path, source: str = "released") -> list[SFTExample]:
-    """Turn SOTOPIA-pi's released training data ({input, output, value} records) into examples.
+def examples_from_released(path: str | Path, source: str = "released", drop_none: bool = True) -> list[SFTExample]:
+    """Turn SOTOPIA-pi's released training data ({input, output, value} records) into examples, so
+    users can train on the published GPT-4 data directly.
 
-    The released `input` is the agent's whole prompt as one string; it becomes the single user message,
-    which is how the released data was used for fine-tuning a chat model.
+    Parsing and checks are `sim.released`'s; the released `input` (the agent's whole prompt as one
+    string) becomes the single user message, which is how the released data fine-tuned a chat model.
     """
-    path = Path(path)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read released SFT data: {e}") from None
-    if not isinstance(records, list) or not records:
-        raise DataError(f"{path}: expected a non-empty JSON list of {{input, output, value}} records")
-    examples = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict) or not {"input", "output"} <= rec.keys():
-            raise DataError(f"{path}: record {i} lacks 'input' or 'output'")
-        try:
-            examples.append(
-                SFTExample.chat(
-                    [Message(role="user", content=rec["input"])],
-                    rec["output"],
-                    source=source,
-                    value=rec.get("value"),
-                )
-            )
-        except ValidationError as e:
-            raise DataError(f"{path}: record {i}: {_describe(e)}") from None
-    return examples
+    from ..sim.released import load_released, released_training_pairs
+
+    pairs = released_training_pairs(load_released(path), drop_none=drop_none)
+    return [SFTExample.chat([Message(role="user", content=p.prompt)], p.completion, source=source, value=p.value)
+            for p in pairs]

@@ -32,11 +32,9 @@ def load_tokenizer(base_path: str):
 
 
 def _hf_config(base_path: str):
-    from transformers import AutoConfig
+    from ..llm.hf_load import plain_config
 
-    from ..llm.hf_load import config_without_gguf_marker
-
-    return config_without_gguf_marker(AutoConfig.from_pretrained(base_path))
+    return plain_config(base_path)
 
 
 def load_base(config: TrainConfig, base_path: str):

@@ -11,9 +11,12 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from ..analysis.annotation import build_packet, load_packet, write_packet
+from ..data.mmlu import load_mmlu
 from ..errors import ConfigError, DataError
-from ..evaluate.benchmark import BenchmarkRun, adapter_spec, run_benchmark, select_combos
+from ..evaluate.benchmark import BenchmarkPlan, BenchmarkRun, adapter_spec, run_benchmarks, select_combos
 from ..evaluate.compliance import ComplianceFlag, judge_compliance
+from ..evaluate.mmlu import MMLUResult, evaluate_mmlu, save_mmlu_results, select_questions
 from ..evaluate.safety import safety_env_ids
 from ..judge.ratings import RatingStore
 from ..llm.base import LLM
@@ -70,7 +73,8 @@ def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> 
     return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                    judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                    ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                   judge_samples=ctx.cfg.judge.samples, seed=ctx.cfg.run.seed)
+                   judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
+                   seed=ctx.cfg.run.seed)
 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
@@ -179,18 +183,18 @@ def training_table(results: dict[str, TrainResult]) -> pd.DataFrame:
 
 # 05 -----------------------------------------------------------------------------------------------
 def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
-    """Every model against the partner on each task set (and the safety set), judged."""
-    ev, runs = ctx.cfg.evaluate, []
+    """Every model against the partner on each task set (and the safety set), played and judged in
+    one batched run."""
+    ev = ctx.cfg.evaluate
     sets = dict(ev.task_sets) | ({"safety": ev.safety_combos} if ev.safety else {})
-    for name in ev.models:
-        llm = ctx.model(name, spec=policy_spec(ctx, name))
-        for task_set, n in sets.items():
-            combos = select_combos(ctx.data, task_set, n, ev.seed)
-            runs.append(run_benchmark(
-                name, llm, ctx.model("partner"), ctx.model("judge"), ctx.data, combos, task_set=task_set,
-                episodes_path=ctx.paths.eval_episodes(name, task_set),
-                ratings_path=ctx.paths.eval_ratings(name, task_set), sim=ctx.cfg.simulation,
-                both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples, seed=ev.seed))
+    plans = [BenchmarkPlan(name=name, llm=ctx.model(name, spec=policy_spec(ctx, name)), task_set=task_set,
+                           combos=select_combos(ctx.data, task_set, n, ev.seed),
+                           episodes_path=ctx.paths.eval_episodes(name, task_set),
+                           ratings_path=ctx.paths.eval_ratings(name, task_set))
+             for name in ev.models for task_set, n in sets.items()]
+    runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
+                             both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
+                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
     return runs
 
 
@@ -199,7 +203,7 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
     flags = []
     for run in (r for r in runs if r.task_set == "safety"):
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
-                                  ctx.paths.stage_dir("05_evaluate") / f"safety__{run.model}.compliance.jsonl")
+                                  ctx.paths.compliance(run.model))
     return flags
 
 
@@ -216,3 +220,33 @@ def benchmark_table(runs: list[BenchmarkRun]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     return df.groupby(["task_set", "model"]).agg(episodes=("goal", "size"), goal=("goal", "mean"),
                                                  overall=("overall", "mean")).round(2)
+
+
+def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
+    """MMLU accuracy of the base policy and each adapter on the configured subset (saved per model)."""
+    cfg = ctx.cfg.mmlu
+    questions = load_mmlu()
+    chosen = [questions[i] for i in select_questions(questions, cfg)]
+    out = {}
+    for name in cfg.models:
+        results = evaluate_mmlu(ctx.model(name, spec=policy_spec(ctx, name)), chosen, cfg)
+        save_mmlu_results(ctx.paths.mmlu(name), results)
+        out[name] = results
+    return out
+
+
+# 06 -----------------------------------------------------------------------------------------------
+def export_annotation_packet(ctx: StageContext, n: int = 20):
+    """A seeded sample of evaluation episodes as an annotation packet (HTML page + CSV) for human raters;
+    their filled CSVs go to `annotations/returned/` and 06 then compares the judge with them."""
+    folder = ctx.paths.root / "annotations"
+    episodes = [r for f in sorted(ctx.paths.stage_dir("05_evaluate").glob("*.episodes.jsonl"))
+                for r in EpisodeStore(f).records()]
+    if not episodes:
+        raise DataError(f"no evaluation episodes under {ctx.paths.stage_dir('05_evaluate')}: run notebook 05")
+    existing = sorted(folder.glob("packet_*.json"))
+    if existing:  # annotators may already be working on it: never replace a packet
+        return load_packet(existing[0])
+    packet = build_packet(episodes, n=min(n, len(episodes)), seed=ctx.cfg.run.seed)
+    write_packet(packet, folder)
+    return packet

@@ -56,6 +56,12 @@ def render_history(names: tuple[str, str], history: Sequence[Turn]) -> str:
     return "".join(f"Turn {t.index + 1}: {describe_action(names[t.agent], t.action)}\n" for t in history)
 
 
+def next_turn_index(history: Sequence[Turn]) -> int:
+    """From the turns' own indices, so a history with its oldest turns cut (to fit a token budget)
+    still numbers the coming turn right."""
+    return history[-1].index + 1 if history else 0
+
+
 def clean_goal(goal: str) -> str:
     """SOTOPIA goals carry <extra_info>-style markup; agents see the text without the tags."""
     return _GOAL_TAG.sub("", goal).strip()
@@ -111,7 +117,7 @@ class LeanStyle(PromptStyle):
             + self._private(setup, agent)
             + "\n\nConversation:\n"
             + render_history(setup.agent_names, history)
-            + self._turn_line(setup.agent_names[agent], len(history), allowed_actions(history))
+            + self._turn_line(setup.agent_names[agent], next_turn_index(history), allowed_actions(history))
         )
         return (Message(role="system", content=_SYSTEM), Message(role="user", content=user))
 

@@ -8,7 +8,7 @@ episodes; they go to a side file so a report can list them and a re-run tries th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -131,3 +131,30 @@ class RunSummary(BaseModel):
             f"  failed {f.episode_id} ({f.env_id}) at turn {f.turn}: {f.error}" for f in self.failures[:10]
         ]
         return "\n".join(lines)
+
+
+class RoutedStore:
+    """Several episode files behind one store interface: each record goes to the file its tags name.
+
+    One batched `run_episodes` call can then play, say, every model of an evaluation at once (one
+    backend batch per model per step) while each model and task set keeps its own append-only file.
+    """
+
+    def __init__(self, files: Mapping[tuple[str, ...], Path], tag_keys: tuple[str, ...]) -> None:
+        self.tag_keys = tag_keys
+        self.stores = {key: EpisodeStore(path) for key, path in files.items()}
+
+    def _route(self, tags: Mapping[str, str]) -> EpisodeStore:
+        key = tuple(tags.get(k, "") for k in self.tag_keys)
+        if key not in self.stores:
+            raise KeyError(f"no episode file for tags {dict(zip(self.tag_keys, key, strict=True))}")
+        return self.stores[key]
+
+    def completed_ids(self) -> set[str]:
+        return set().union(*(s.completed_ids() for s in self.stores.values()))
+
+    def append(self, record: EpisodeRecord) -> None:
+        self._route(record.tags).append(record)
+
+    def append_failure(self, failure: EpisodeFailure) -> None:
+        self._route(failure.tags).append_failure(failure)

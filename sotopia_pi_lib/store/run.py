@@ -68,6 +68,9 @@ class RunPaths:
     def eval_ratings(self, model: str, task_set: str) -> Path:
         return self.stage_dir("05_evaluate") / f"{safe_name(model)}__{safe_name(task_set)}.ratings.jsonl"
 
+    def compliance(self, model: str) -> Path:
+        return self.stage_dir("05_evaluate") / f"safety__{safe_name(model)}.compliance.jsonl"
+
     def mmlu(self, model: str) -> Path:
         return self.stage_dir("05_evaluate") / f"mmlu__{safe_name(model)}.jsonl"
 

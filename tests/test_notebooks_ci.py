@@ -1,0 +1,81 @@
+"""End to end: the six notebooks on the `ci` profile under papermill, with the real embedded model.
+
+Runs into a temporary results folder; the response cache is the project's, so a second run of this
+test replays most LLM calls.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from sotopia_pi_lib.pi.sft_data import read_examples
+from sotopia_pi_lib.pipeline.context import resolve_params
+from sotopia_pi_lib.pipeline.runner import run_pipeline, stale_reasons
+from sotopia_pi_lib.store.run import STAGES, RunPaths, stage_problems
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory, embedded_model_dir):
+    base = tmp_path_factory.mktemp("results")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SOTOPIA_PI_RESULTS", str(base))
+    mp.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        run_pipeline("params/ci.yaml")
+        yield RunPaths.for_run("ci", base)
+    finally:
+        mp.undo()
+
+
+def test_every_stage_completed_without_error_cells(ci_run):
+    for stage in STAGES:
+        assert stage_problems(ci_run, stage) == []
+        nb = nbformat.read(ci_run.notebooks / f"{stage}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert errors == [], f"{stage} has error cells"
+        params_cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert "params: str = \"params/smoke.yaml\"" in params_cell.source  # defaults, overridden after it
+
+
+def test_stages_produced_their_data(ci_run):
+    tasks = [json.loads(x) for x in ci_run.tasks.read_text().splitlines()]
+    assert {t["round"] for t in tasks} == {1, 2}
+    for source, round_ in (("bc", 1), ("sr", 1), ("bc_sr", 2)):
+        assert ci_run.episodes(source, round_).stat().st_size > 0
+        assert ci_run.ratings(source, round_).stat().st_size > 0
+        examples = read_examples(ci_run.sft(source, round_))
+        assert examples and all(e.action().action_type != "none" for e in examples)
+    for name in ("bc", "sr", "bc_sr"):
+        assert (ci_run.adapter(name) / "adapter" / "adapter_model.safetensors").is_file()
+    provenance = json.loads((ci_run.adapter("bc_sr") / "adapter" / "provenance.json").read_text())
+    assert "bc" in json.dumps(provenance["init_adapter"])
+
+
+def test_training_loss_falls(ci_run):
+    losses = json.loads((ci_run.adapter("bc") / "loss_curve.json").read_text())
+    assert len(losses) >= 2 and losses[-1]["loss"] < losses[0]["loss"]
+
+
+def test_evaluation_and_figures(ci_run):
+    evaluated = {p.name.split("__")[0] for p in ci_run.stage_dir("05_evaluate").glob("*.ratings.jsonl")}
+    assert evaluated == {"base", "sr", "bc", "bc_sr", "expert"}
+    assert ci_run.mmlu("base").is_file() and ci_run.mmlu("bc").is_file()
+    pngs = sorted(ci_run.figures.glob("*.png"))
+    assert len(pngs) >= 7 and all(p.with_suffix(".pdf").is_file() for p in pngs)
+    assert "embedded" in ci_run.summary.read_text()
+
+
+def test_second_run_skips_and_a_deleted_file_reruns_its_stage(ci_run, monkeypatch, capsys):
+    monkeypatch.setenv("SOTOPIA_PI_RESULTS", str(ci_run.root.parent))
+    run_pipeline("params/ci.yaml")
+    assert capsys.readouterr().out.count("complete, skipped") == len(STAGES)
+    ci_run.sft("sr", 1).unlink()
+    assert stale_reasons(ci_run, "03_filter", resolve_params("params/ci.yaml")) == [
+        "03_filter: output 03_filter/sr_round1.sft.jsonl was deleted"]
+    assert stale_reasons(ci_run, "02_collect", resolve_params("params/ci.yaml")) == []
