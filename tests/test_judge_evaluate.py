@@ -20,10 +20,14 @@ from sotopia_pi_lib.judge import (
     parse_judgement,
     summarize_samples,
 )
+from sotopia_pi_lib.judge.evaluate import rubric_version_for
 from sotopia_pi_lib.llm.base import LLM
 from sotopia_pi_lib.llm.types import LLMRequest, LLMResponse, ModelSpec
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
 
+# Short reasoning keeps the real-model tests fast (the 135M judge spends most of its time writing it);
+# the schema, ranges and parsing are the same as under the default cap.
+CAP = 24
 SCRIPTS = json.loads((Path(__file__).parent / "fixtures" / "judge_episode_scripts.json").read_text())
 
 
@@ -113,13 +117,13 @@ def judge(embedded_model_dir):
 def test_embedded_judge_scores_in_range_overall_is_mean_and_resume_skips(sotopia, judge, tmp_path, capsys):
     episodes = [scripted_episode(sotopia, s) for s in SCRIPTS]
     store = RatingStore(tmp_path / "ratings.jsonl")
-    ratings = judge_episodes(episodes, judge, agents=sotopia.agents, store=store)
+    ratings = judge_episodes(episodes, judge, agents=sotopia.agents, store=store, reasoning_max_chars=CAP)
     assert [r.episode_id for r in ratings] == [e.episode_id for e in episodes]
     for r in ratings:
         assert_valid(r)
         assert (r.judge, r.rubric_version, r.sample_index, r.temperature) == (
             "hf:embedded",
-            RUBRIC_VERSION,
+            rubric_version_for(CAP),
             0,
             0.0,
         )
@@ -136,7 +140,7 @@ def test_embedded_judge_scores_in_range_overall_is_mean_and_resume_skips(sotopia
         def generate(self, requests, *, progress=False):
             raise AssertionError(f"asked to generate {len(requests)} judgements that were already stored")
 
-    again = judge_episodes(episodes, Refuse(), agents=sotopia.agents, store=store)
+    again = judge_episodes(episodes, Refuse(), agents=sotopia.agents, store=store, reasoning_max_chars=CAP)
     assert again == ratings
     assert len(store.path.read_text().splitlines()) == len(episodes)
     assert "0 new, 3 already rated, 0 failed" in capsys.readouterr().out
@@ -154,24 +158,41 @@ def test_failed_judgements_are_reported_not_stored_and_retried(sotopia, judge, t
     assert short.calls == 2  # nothing was stored, so the re-run asked again
 
 
-@pytest.mark.model
-def test_samples_and_several_judges_are_kept_apart(sotopia, judge, embedded_model_dir):
-    from sotopia_pi_lib.llm.registry import build_llm
+class RuleOfThumbJudge(LLM):
+    """A second judge that is not a language model: it answers every dimension with a fixed score,
+    sample-dependent, so the bookkeeping of judges and samples is checked without a second slow model."""
 
-    other = build_llm(ModelSpec(backend="hf", model=str(embedded_model_dir)), cache=None)
+    spec = ModelSpec(backend="hf", model="rule-of-thumb")
+
+    def identity(self) -> dict:
+        return {"judge": "rule-of-thumb"}
+
+    def generate(self, requests, *, progress=False):
+        out = []
+        for r in requests:
+            obj = {k: {d.name: {"reasoning": "fixed", "score": d.high if r.sample_index else d.low}
+                       for d in DIMENSIONS} for k in ("agent_1", "agent_2")}  # fmt: skip
+            out.append(LLMResponse(text=json.dumps(obj), parsed=obj, completion_tokens=1))
+        return out
+
+
+@pytest.mark.model
+def test_samples_and_several_judges_are_kept_apart(sotopia, judge):
     episodes = [scripted_episode(sotopia, SCRIPTS[0])]
+    other = RuleOfThumbJudge()
     # a low temperature: samples may differ, but a 135M model at 1.0 rambles to the length limit (slow)
-    ratings = judge_episodes(episodes, [judge, other], agents=sotopia.agents, samples=2, temperature=0.3)
+    ratings = judge_episodes(episodes, [judge, other], agents=sotopia.agents, samples=2, temperature=0.3,
+                             reasoning_max_chars=CAP)
     assert sorted((r.judge, r.sample_index) for r in ratings) == sorted(
-        (label, s) for label in ("hf:embedded", other.spec.label) for s in (0, 1)
+        (label, s) for label in ("hf:embedded", "hf:rule-of-thumb") for s in (0, 1)
     )
     for r in ratings:
         assert_valid(r)
         assert r.temperature == 0.3
-    summaries = summarize_samples(ratings)
-    assert len(summaries) == 2 and all(s.samples == 2 for s in summaries)
-    for s in summaries:
-        mine = [r for r in ratings if r.judge == s.judge]
-        goal = [r.agents[1].scores["goal"] for r in mine]
-        assert s.agents[1].dimensions["goal"].mean == pytest.approx(sum(goal) / 2)
-    other.close()
+    summaries = {s.judge: s for s in summarize_samples(ratings)}
+    assert len(summaries) == 2 and all(s.samples == 2 for s in summaries.values())
+    mine = [r for r in ratings if r.judge == "hf:embedded"]
+    goal = [r.agents[1].scores["goal"] for r in mine]
+    assert summaries["hf:embedded"].agents[1].dimensions["goal"].mean == pytest.approx(sum(goal) / 2)
+    fixed = summaries["hf:rule-of-thumb"].agents[0].dimensions["goal"]
+    assert (fixed.mean, fixed.n) == (5.0, 2) and fixed.std == pytest.approx(50**0.5)  # scored 0 and 10

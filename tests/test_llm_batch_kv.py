@@ -64,3 +64,35 @@ def test_batch_buffer_decodes_like_each_sequence_alone(tiny: LlamaForCausalLM) -
         torch.testing.assert_close(batch.row_kv(j), kv, atol=1e-5, rtol=1e-4)
     assert batch.reallocations >= 2
     assert torch.isfinite(batch.buf).all()  # masked columns still meet V with weight 0: no NaN allowed
+
+
+@torch.inference_mode()
+def test_steps_of_several_tokens_per_row_match_each_sequence_alone(tiny: LlamaForCausalLM) -> None:
+    """Forced text fed at once: rows feed 1-4 tokens in the same step (shorter ones padded within
+    the step); the logits of each row's last token and the kept KV equal the sequence alone."""
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (7, 12, 3)]
+    plan = [[1, 3, 2], [4, 1, 1], [2, 2, 4], [1, 1, 1]]  # tokens per row in each step
+    fed = [list(p) for p in prompts]
+    batch = BatchKV(2, 2, 8, torch.float32, torch.device("cpu"), capacity=3)
+    for p in prompts:
+        batch.add(prefill(tiny, p)[1])
+    for counts in plan:
+        new = [torch.randint(0, 97, (k,), generator=g).tolist() for k in counts]
+        batch.step_inputs(counts)
+        w = batch.width
+        ids = torch.tensor([[0] * (w - len(n)) + n for n in new])
+        uneven = counts if len(set(counts)) > 1 else None
+        out = tiny(input_ids=ids, position_ids=batch.positions(uneven), attention_mask=batch.step_mask(uneven),
+                   cache=batch.as_cache(), use_cache=True)  # fmt: skip
+        batch.advance(uneven)
+        for r, n in enumerate(new):
+            fed[r] += n
+            expected, _ = prefill(tiny, fed[r])
+            torch.testing.assert_close(out.logits[r, -1], expected, atol=1e-5, rtol=1e-4)
+    for r in range(3):
+        _, kv = prefill(tiny, fed[r])
+        torch.testing.assert_close(batch.row_kv(r), kv, atol=1e-5, rtol=1e-4)
+    assert batch.remove(0) == 2  # a row with holes moves intact
+    _, kv = prefill(tiny, fed[2])
+    torch.testing.assert_close(batch.row_kv(0), kv, atol=1e-5, rtol=1e-4)

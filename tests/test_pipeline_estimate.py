@@ -22,3 +22,13 @@ def test_embedded_profile_costs_nothing_and_scales_with_params(sotopia):
     a, b = plan_calls(cfg, sotopia), plan_calls(bigger, sotopia)
     gen = lambda t: int(t[t.stage == "01_generate"]["calls"].iloc[0])  # noqa: E731
     assert gen(b) == 2 * gen(a)
+
+
+def test_estimate_cli_prints_the_total_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    from sotopia_pi_lib.pipeline.runner import main
+
+    monkeypatch.setenv("SOTOPIA_PI_RESULTS", str(tmp_path))
+    assert main(["--params", "params/paper.yaml", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "openai:gpt-4" in out and "total API cost at list prices: $1," in out
+    assert not any(tmp_path.iterdir())

@@ -7,7 +7,8 @@ per-step torch.cat, and (4) per-token grammar work. Here prompts are prefilled i
 length (prefill.py), each on top of its longest kept prefix (kvcache.py); decoding runs all live rows
 together in one preallocated buffer (batch_kv.py); a finished row leaves at once and its slot is
 refilled from the queue; grammar masks are filled per row in microseconds and applied in one call,
-and text the grammar forces costs no sampling (grammar.py).
+and text the grammar forces costs no sampling (grammar.py) and no step of its own: it is appended at
+once and fed with the row's next forward (a judge's JSON is half forced keys and punctuation).
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class Engine:
         if todo:
             self._choose([rows[i] for i in todo], logits[todo])
         return [
-            (r.generated, "stop", None) if i in forced_out else self._check(r) for i, r in enumerate(rows)
+            (r.generated, "stop", None) if i in forced_out else self._check_and_jump(r)
+            for i, r in enumerate(rows)
         ]
 
     def _new_row(self, index: int, job: Job, item: PrefillItem, kv: KV) -> Live:
@@ -158,19 +160,25 @@ class Engine:
 
     def _step(self, batch: BatchKV, live: list[Live], finish: Callable[..., None]) -> None:
         t0 = time.perf_counter()
-        batch.reserve(1)
+        counts = [r.unfed for r in live]
+        batch.step_inputs(counts)
+        width = batch.width
+        ids = [[self.pad_id] * (width - r.unfed) + r.generated[-r.unfed :] for r in live]
+        uneven = counts if any(k != width for k in counts) else None
         out = self.net(
-            input_ids=torch.tensor([[r.generated[-1]] for r in live], device=self.net.device),
-            position_ids=batch.positions(),
-            attention_mask=batch.step_mask(),
+            input_ids=torch.tensor(ids, device=self.net.device),
+            position_ids=batch.positions(uneven),
+            attention_mask=batch.step_mask(uneven),
             cache=batch.as_cache(),
             use_cache=True,
         )
-        batch.advance()
+        batch.advance(uneven)
+        for r in live:
+            r.unfed = 0
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
         self._choose(live, out.logits[:, -1].float())
-        done = [(i, d) for i, row in enumerate(live) if (d := self._check(row)) is not None]
+        done = [(i, d) for i, row in enumerate(live) if (d := self._check_and_jump(row)) is not None]
         for i, d in reversed(done):
             finish(live[i], *d, kv=batch.row_kv(i))
             moved = batch.remove(i)
@@ -204,8 +212,27 @@ class Engine:
         )
         for i, row in enumerate(rows):
             row.generated.append(forced[i] if i in forced else chosen[i])
+            row.unfed += 1
         self.stats.grammar_s += t1 - t0
         self.stats.sample_s += time.perf_counter() - t1
+
+    def _check_and_jump(self, row: Live) -> Done | None:
+        """_check the chosen token; if the row goes on, append the text its grammar now forces (fed
+        with the next step), then check again (forced text may complete the JSON or the budget)."""
+        done = self._check(row)
+        if done is not None or row.job.matcher is None:
+            return done
+        t0 = time.perf_counter()
+        extra = self._book().forced_prefix(row.job.matcher, row.job.max_tokens - len(row.generated))
+        self.stats.grammar_s += time.perf_counter() - t0
+        if not extra:
+            return None
+        row.generated.extend(extra)
+        row.unfed += len(extra)
+        self.stats.jumped_tokens += len(extra)
+        if self._complete(row.job.matcher):
+            return row.generated, "stop", None
+        return self._budget(row)
 
     def _check(self, row: Live) -> Done | None:
         """(tokens, finish reason, error) once the row is done, else None."""
@@ -216,9 +243,13 @@ class Engine:
             return row.generated[:-1], "stop", None
         if matcher is not None and self._complete(matcher):
             return row.generated, "stop", None
+        return self._budget(row)
+
+    def _budget(self, row: Live) -> Done | None:
+        """None while the row has tokens left; else its outcome (a truncated JSON is an error)."""
         if len(row.generated) < row.job.max_tokens:
             return None
-        if matcher is None:
+        if row.job.matcher is None:
             return row.generated, "length", None
         self.stats.truncated_json += 1
         problem = (

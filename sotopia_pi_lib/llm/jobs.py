@@ -17,6 +17,7 @@ class DecodeStats(BaseModel):
     prefill_tokens_computed: int = 0
     prefill_tokens_reused: int = 0
     decode_tokens: int = 0
+    jumped_tokens: int = 0  # forced tokens appended without a step of their own
     steps: int = 0  # batched decode forwards
     prefill_forwards: int = 0
     prefix_hits: int = 0  # prompts that reused a kept prefix (their session's or another call's)
@@ -58,6 +59,7 @@ class Live:
     key: str  # its entry in the prefix store
     reused: int
     generated: list[int]
+    unfed: int = 0  # tokens at the end of `generated` whose KV is not in the batch yet
 
     @property
     def landing(self) -> bool:

@@ -23,6 +23,7 @@ from ..llm.usage import MeteredLLM
 from ..paths import project_root
 from ..store.manifest import StageRecord, begin_stage, end_stage, file_hashes, init_manifest
 from ..store.run import RunPaths, mark_done
+from .preflight import check_machine
 
 
 def resolve_params(params: str | Path) -> Path:
@@ -79,6 +80,8 @@ def open_stage(stage: str, params: str | Path, run: str = "") -> StageContext:
     """Load and validate the params, set up `results/<run>/` and record that the stage started."""
     params_file = resolve_params(params)
     cfg = load_config(params_file)
+    if stage != "06_analysis":
+        check_machine(cfg, str(params_file))
     paths = RunPaths.for_run(run or cfg.run.name)
     paths.stage_dir(stage).mkdir(parents=True, exist_ok=True)
     init_manifest(paths.root, cfg.model_dump(mode="json"), str(params_file.relative_to(project_root()))

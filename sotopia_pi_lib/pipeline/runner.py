@@ -18,6 +18,9 @@ from ..errors import SotopiaPiError
 from ..paths import project_root
 from ..store.run import STAGES, RunPaths, stage_problems
 from .context import resolve_params
+from .preflight import check_machine
+
+MODEL_STAGES = tuple(s for s in STAGES if s != "06_analysis")
 
 
 class StageFailed(SotopiaPiError):
@@ -60,6 +63,8 @@ def run_pipeline(params: str | Path, run: str = "", stages: list[str] | None = N
     run = run or cfg.run.name
     paths = RunPaths.for_run(run)
     wanted = stages or list(STAGES)
+    if any(s in MODEL_STAGES for s in wanted):  # 06 reads files only: figures need no key or GPU
+        check_machine(cfg, str(params_file))
     rerun_from = None
     t0 = time.perf_counter()
     for stage in STAGES:
@@ -78,13 +83,36 @@ def run_pipeline(params: str | Path, run: str = "", stages: list[str] | None = N
     print(f"run {run}: finished in {time.perf_counter() - t0:.0f} s; results in {paths.root}")
 
 
+def print_estimate(params: str | Path) -> int:
+    from ..data import load_sotopia
+    from .estimate import cost_table
+
+    try:
+        cfg = load_config(resolve_params(params))
+        table = cost_table(cfg, load_sotopia())
+    except SotopiaPiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    by_role = table.groupby(["role", "model"], as_index=False)[
+        ["calls", "prompt_tokens", "completion_tokens", "cost_usd"]].sum().sort_values("cost_usd", ascending=False)
+    print(f"planned LLM calls of {params} (upper bound: every episode runs to max_turns)\n")
+    print(table.to_string(index=False))
+    print("\nby role:\n" + by_role.to_string(index=False))
+    print(f"\ntotal API cost at list prices: ${table['cost_usd'].sum():,.0f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sotopia_pi_lib.pipeline", description=__doc__)
     ap.add_argument("--params", default="params/smoke.yaml")
     ap.add_argument("--run", default="", help="run folder under results/ (default: the params' run.name)")
     ap.add_argument("--stages", default="", help=f"comma-separated subset of {','.join(STAGES)}")
     ap.add_argument("--force", action="store_true", help="re-run the stages even if complete")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print the planned LLM calls, tokens and API cost of the params, run nothing")
     args = ap.parse_args(argv)
+    if args.estimate:
+        return print_estimate(args.params)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] or None
     unknown = [s for s in stages or [] if s not in STAGES]
     if unknown:
