@@ -6,10 +6,10 @@ import pytest
 
 from sotopia_pi_lib.config import load_config
 from sotopia_pi_lib.errors import ConfigError
+from sotopia_pi_lib.llm.types import ModelSpec
 from sotopia_pi_lib.pipeline.context import resolve_params
 from sotopia_pi_lib.pipeline.preflight import check_machine, spec_problems
 from sotopia_pi_lib.pipeline.runner import main
-from sotopia_pi_lib.llm.types import ModelSpec
 
 
 def test_paper_profile_without_key_or_gpu_lists_every_role(monkeypatch):

@@ -45,7 +45,6 @@ from .kvcache import SessionStore
 from .schema import parse_json_output
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
-
 LOGPROB_ROWS, LOGPROB_TOKENS = 8, 4096
 
 
