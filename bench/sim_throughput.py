@@ -1,9 +1,11 @@
 """Simulation throughput: the naive loop against the batched runner, same episodes, same model.
 
 naive   one episode at a time, each turn a fresh generate() call on the full prompt (no batching,
-        no session hint, and the hf KV store off so no prefix of an earlier call is reused either)
+        no session hint, the hf KV store off so no prefix of an earlier call is reused either, and
+        forced JSON text decoded one token per step)
 batched the runner's default: every live episode's next turn in one call, each agent's KV cache
-        kept across turns (session hint)
+        kept across turns (session hint), forced JSON text fed at once
+`--naive-jump` gives the naive loop the jump-forward too, to separate its share of the speed-up.
 Both run with the response cache off, so every turn is really generated. Also prints episode
 lengths and action-type counts, so degenerate episodes (all `none`, instant leaves) show.
 
@@ -40,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["naive", "batched"], default=None)
     p.add_argument("--kv-cache-gb", type=float, default=4.0, help="hf session KV cache bound")
+    p.add_argument("--naive-jump", action="store_true", help="naive loop also feeds forced text at once")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args()
 
@@ -62,8 +65,8 @@ def describe(records: list[EpisodeRecord]) -> dict:
     }
 
 
-def build(kv_cache_bytes: int):
-    options = {"kv_cache_bytes": kv_cache_bytes}
+def build(kv_cache_bytes: int, jump_forward: bool = True):
+    options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward}
     llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
     warm = LLMRequest(messages=(Message(role="user", content="Hi"),), sampling=SamplingParams(max_tokens=4))
     llm.generate([warm])  # load weights outside the timed runs
@@ -73,7 +76,8 @@ def build(kv_cache_bytes: int):
 def run(mode: str, specs, args) -> dict:
     # Batched: 16 episodes x 2 agents x ~1,000 tokens x 46 KB/token (fp32) is ~1.5 GB of session KV;
     # under the hf default bound (1 GiB) an LRU over sessions used round-robin evicts the next ones.
-    llm = build(0 if mode == "naive" else int(args.kv_cache_gb * (1 << 30)))
+    naive = mode == "naive"
+    llm = build(0 if naive else int(args.kv_cache_gb * (1 << 30)), jump_forward=not naive or args.naive_jump)
     config = RunConfig(
         rules=RuleConfig(max_turns=args.max_turns),
         sampling=SamplingParams(temperature=1.0, max_tokens=args.max_tokens),

@@ -65,8 +65,9 @@ _GQA_ENV = "TRANSFORMERS_SDPA_FORCE_GQA"
 class Engine:
     def __init__(
         self, net: Any, book: Callable[[], GrammarBook], stop_ids: tuple[int, ...], pad_id: int,
-        sessions: SessionStore, max_batch_size: int, max_batch_tokens: int,
+        sessions: SessionStore, max_batch_size: int, max_batch_tokens: int, jump_forward: bool = True,
     ) -> None:  # fmt: skip
+        self.jump_forward = jump_forward
         self.net, self._book, self.stop_ids, self.pad_id = net, book, set(stop_ids), pad_id
         self.sessions, self.max_batch_size, self.max_batch_tokens = sessions, max_batch_size, max_batch_tokens
         cfg = net.config
@@ -262,7 +263,7 @@ class Engine:
         """_check the chosen token; if the row goes on, append the text its grammar now forces (fed
         with the next step), then check again (forced text may complete the JSON or the budget)."""
         done = self._check(row)
-        if done is not None or row.job.matcher is None:
+        if done is not None or row.job.matcher is None or not self.jump_forward:
             return done
         t0 = time.perf_counter()
         extra = self._book().forced_prefix(row.job.matcher, row.job.max_tokens - len(row.generated))

@@ -110,7 +110,7 @@ class HFModel(LLM):
             )
             self._engine = Engine(
                 loaded.net, self.grammar_book, loaded.stop_ids, pad_id, self.sessions,
-                self.options.max_batch_size, self.options.max_batch_tokens,
+                self.options.max_batch_size, self.options.max_batch_tokens, self.options.jump_forward,
             )  # fmt: skip
             self._loaded = loaded
         return self._loaded, self._engine

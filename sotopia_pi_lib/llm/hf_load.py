@@ -32,6 +32,7 @@ class HFOptions(BaseModel):
     max_batch_size: int = Field(32, ge=1, description="sequences decoded together")
     max_batch_tokens: int = Field(32768, ge=64, description="KV tokens the running batch may hold")
     kv_cache_bytes: int = Field(2 << 30, ge=0, description="KV kept across calls (0: no reuse)")
+    jump_forward: bool = Field(True, description="feed text the JSON grammar forces without a step per token")
 
 
 def parse_options(spec: ModelSpec) -> HFOptions:
