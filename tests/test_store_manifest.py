@@ -19,14 +19,17 @@ from sotopia_pi_lib.store.manifest import (
 def test_stage_records_success_and_failure(tmp_path):
     init_manifest(tmp_path, {"run": {"name": "t"}}, "params/t.yaml")
     with stage(tmp_path, "01_generate") as rec:
-        rec.llm_usage["task_generator"] = {"calls": 3, "tokens": 120}
+        # the shape StageContext records (llm.usage.MeteredLLM's summary per role)
+        rec.llm_usage["task_generator"] = {"role": "task_generator", "model": "openai:gpt-4", "calls": 1,
+                                           "requests": 3, "cached": 1, "prompt_tokens": 100,
+                                           "completion_tokens": 20, "cost_usd": 0.5}  # fmt: skip
     with pytest.raises(RuntimeError), stage(tmp_path, "02_collect"):
         raise RuntimeError("boom")
     m = load_manifest(tmp_path)
     assert m.stages["01_generate"].status == "done" and m.stages["02_collect"].status == "failed"
     assert m.stages["01_generate"].duration_s >= 0 and m.git_commit and len(m.git_commit) == 40
     assert "torch" in m.packages and m.hardware["cpus"] >= 1
-    assert any("task_generator 3 calls/120 tok" in line for line in provenance_lines(m))
+    assert any("task_generator 3 requests (1 cached), 120 tokens, $0.50" in line for line in provenance_lines(m))
 
 
 def test_resumed_run_keeps_its_stages(tmp_path):

@@ -179,7 +179,9 @@ def provenance_lines(m: Manifest) -> list[str]:
              f"python {m.python}, " + ", ".join(f"{k} {v}" for k, v in m.packages.items() if k != "sotopia-pi-lib"),
              f"hardware: {json.dumps(m.hardware)}"]
     for s in m.stages.values():
-        lines.append(f"  {s.name}: {s.status}, {s.duration_s or 0:.0f} s, " +
-                     ", ".join(f"{role} {u.get('calls', 0)} calls/{u.get('tokens', 0)} tok"
-                               for role, u in s.llm_usage.items()))
+        lines.append(f"  {s.name}: {s.status}, {s.duration_s or 0:.0f} s" + "".join(
+            f"; {role} {u.get('requests', 0)} requests ({u.get('cached', 0)} cached), "
+            f"{u.get('prompt_tokens', 0) + u.get('completion_tokens', 0):,} tokens"
+            + (f", ${u['cost_usd']:.2f}" if u.get("cost_usd") else "")
+            for role, u in s.llm_usage.items()))
     return lines
