@@ -136,7 +136,9 @@ def no_data(
     va: str = "center",
 ) -> None:
     """Mark a gap so that it can never be read as a zero: grey italic text at (x, y), in axes
-    coordinates or (data=True) data coordinates."""
+    coordinates or (data=True) data coordinates. Long messages are wrapped to stay inside the axes."""
+    if not rotation and len(message) > 70:
+        message = textwrap.fill(message, 70)
     ax.text(
         x,
         y,
