@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 from .evaluate.mmlu import MMLUConfig
+from .judge.rubric import REASONING_MAX_CHARS
 from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
@@ -47,7 +48,7 @@ class JudgeConfig(_Strict):
 
     samples: int = Field(1, ge=1)
     temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
-    reasoning_max_chars: int = Field(160, ge=16, description="cap on each dimension's reasoning (schema maxLength)")
+    reasoning_max_chars: int = Field(REASONING_MAX_CHARS, ge=16, description="cap on each dimension's reasoning (schema maxLength)")
 
 
 class CollectConfig(_Strict):

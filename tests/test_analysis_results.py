@@ -23,7 +23,7 @@ from sotopia_pi_lib.analysis.results import (
     load_eval,
     load_eval_with_coverage,
 )
-from sotopia_pi_lib.analysis.results_checks import compliance_path, load_mmlu_results, load_safety
+from sotopia_pi_lib.analysis.results_checks import load_mmlu_results, load_safety
 from sotopia_pi_lib.analysis.results_tables import build_tables
 from sotopia_pi_lib.analysis.results_training import load_losses, load_run_info, load_training_scores
 from sotopia_pi_lib.data.mmlu import SUBJECT_CATEGORY
@@ -177,7 +177,7 @@ def _write_compliance(s: Synthetic, model: str) -> None:
         for pos in (0, 1)
     ]
     for f in flags:
-        s.add(compliance_path(s.paths, model), f)
+        s.add(s.paths.compliance(model), f)
     s.complied[model] = [bool(f.complied) for f in flags]
 
 

@@ -7,7 +7,6 @@ figures and summary show it as "no data" rather than as a zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
@@ -18,11 +17,6 @@ from ..evaluate.mmlu import results_frame
 from ..store.jsonl import read_jsonl
 from ..store.run import RunPaths
 from .results import MODEL_ORDER, check_models
-
-
-def compliance_path(paths: RunPaths, model: str) -> Path:
-    """Where 05 writes the safety compliance flags of one model."""
-    return paths.compliance(model)
 
 
 def load_mmlu_results(paths: RunPaths, models: Sequence[str] = MODEL_ORDER) -> pd.DataFrame:
@@ -53,7 +47,7 @@ def load_safety(paths: RunPaths, models: Sequence[str] = MODEL_ORDER) -> pd.Data
     judge's answer failed), evidence, judge, version, error. Models without a flags file have no rows."""
     rows = []
     for model in check_models(models):
-        path = compliance_path(paths, model)
+        path = paths.compliance(model)
         for flag in read_jsonl(path, ComplianceFlag):
             if flag.model.split("@")[0] != model:
                 raise DataError(

@@ -18,6 +18,7 @@ from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
 from ..judge.evaluate import judge_into_stores
 from ..judge.ratings import EpisodeRating, RatingStore
+from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..llm.types import ModelSpec
@@ -87,7 +88,7 @@ def run_benchmarks(
     sim: RunConfig,
     both_positions: bool = True,
     judge_samples: int = 1,
-    reasoning_max_chars: int = 160,
+    reasoning_max_chars: int = REASONING_MAX_CHARS,
     seed: int = 0,
 ) -> tuple[list[BenchmarkRun], RunSummary]:
     """Play every plan against the partner in ONE batched run (one backend batch per model per step),

@@ -232,6 +232,9 @@ def judge_into_stores(
                              progress=progress, reasoning_max_chars=reasoning_max_chars)
         for gi, (_, store) in enumerate(groups):
             store.append(r for r in new if owner.get(r.episode_id) == gi)
-    return [[r for r in store.read() if r.judge == label and r.rubric_version == version
-             and r.episode_id in {e.episode_id for e in eps}]
-            for eps, store in groups]
+    out = []
+    for eps, store in groups:
+        ids = {e.episode_id for e in eps}
+        out.append([r for r in store.read() if r.judge == label and r.rubric_version == version
+                    and r.episode_id in ids])
+    return out

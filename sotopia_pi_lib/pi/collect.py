@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from ..data.sotopia import SotopiaData
 from ..judge.evaluate import judge_episodes
 from ..judge.ratings import EpisodeRating, RatingStore
+from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..sim.episode import EpisodeRecord
@@ -58,7 +59,7 @@ def collect(
     ratings_path: Path,
     sim: RunConfig,
     judge_samples: int = 1,
-    reasoning_max_chars: int = 160,
+    reasoning_max_chars: int = REASONING_MAX_CHARS,
     seed: int = 0,
 ) -> Collection:
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).

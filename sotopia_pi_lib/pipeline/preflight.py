@@ -31,7 +31,9 @@ def spec_problems(role: str, spec: ModelSpec, cuda: bool | None = None) -> list[
         except SotopiaPiError as e:
             return [f"{where}: {e}"]
         return []
-    cuda = _cuda_available() if cuda is None else cuda
+    needs_gpu = spec.backend == "vllm" or spec.options.get("device") == "cuda"
+    if needs_gpu and cuda is None:  # importing torch costs seconds: only when a spec needs a GPU
+        cuda = _cuda_available()
     if spec.backend == "vllm":
         problems = []
         if importlib.util.find_spec("vllm") is None:

@@ -6,6 +6,7 @@ notebook can be re-run alone; the models come from the stage context (cached, me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -181,6 +182,22 @@ def training_table(results: dict[str, TrainResult]) -> pd.DataFrame:
                           "resumed_from": r.resumed_from} for k, r in results.items()]).set_index("adapter")
 
 
+def loss_frame(results: dict[str, TrainResult]) -> pd.DataFrame:
+    """Training loss per logged step, one column per adapter (04's loss plot)."""
+    rows = [{"adapter": k, "step": p.step, "loss": p.loss} for k, r in results.items() for p in r.losses]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).pivot_table(index="step", columns="adapter", values="loss")
+
+
+def train_outputs(ctx: StageContext, results: dict[str, TrainResult]) -> list[Path]:
+    """What 04 leaves for later stages: every adapter, and the BC+SR round-2 files when that round ran."""
+    outputs = [ctx.paths.adapter(k) / "adapter" for k in results]
+    if "bc_sr" in results:
+        outputs += [ctx.paths.episodes("bc_sr", 2), ctx.paths.ratings("bc_sr", 2), ctx.paths.sft("bc_sr", 2)]
+    return outputs
+
+
 # 05 -----------------------------------------------------------------------------------------------
 def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
     """Every model against the partner on each task set (and the safety set), played and judged in
@@ -205,6 +222,27 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
                                   ctx.paths.compliance(run.model))
     return flags
+
+
+def compliance_table(flags: list[ComplianceFlag]) -> pd.DataFrame:
+    """Per model: the share of safety episodes where the agent went along with the harmful part
+    (flags the judge could not decide count as missing, not as refusals)."""
+    df = pd.DataFrame([f.model_dump() for f in flags], columns=list(ComplianceFlag.model_fields))
+    decided = df.dropna(subset=["complied"]).assign(complied=lambda d: d["complied"].astype(float))
+    table = decided.groupby("model")["complied"].agg(["mean", "count"])
+    return table.join(df.groupby("model").size().rename("episodes"), how="outer")
+
+
+def safety_transcripts(runs: list[BenchmarkRun], models: Sequence[str], k: int = 2) -> pd.DataFrame:
+    """The first safety episode of the base model and of the last trained model, side by side (as the
+    paper shows base vs trained transcripts); fewer columns when those models have none."""
+    from ..judge.prompt import render_transcript
+
+    safety = {r.model: r.episodes for r in runs if r.task_set == "safety" and r.episodes}
+    trained = [m for m in models if m not in ("base", "expert")]
+    wanted = ["base"] + trained[-1:]
+    shown = [m for m in wanted if m in safety][:k]
+    return pd.DataFrame({m: [render_transcript(safety[m][0])] for m in shown})
 
 
 def benchmark_table(runs: list[BenchmarkRun]) -> pd.DataFrame:

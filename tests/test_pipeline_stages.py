@@ -1,0 +1,42 @@
+"""The small tables the stage notebooks show, built in the library so they are tested here."""
+
+from __future__ import annotations
+
+from test_judge_evaluate import SCRIPTS, scripted_episode  # tests/ is on sys.path (no package)
+
+from sotopia_pi_lib.evaluate.benchmark import BenchmarkRun
+from sotopia_pi_lib.evaluate.compliance import ComplianceFlag
+from sotopia_pi_lib.pi.train_record import LossPoint
+from sotopia_pi_lib.pipeline import stages
+
+
+class _Result:  # the part of TrainResult that loss_frame reads
+    def __init__(self, losses):
+        self.losses = [LossPoint(step=s, loss=v) for s, v in losses]
+
+
+def test_loss_frame_has_one_column_per_adapter():
+    df = stages.loss_frame({"bc": _Result([(1, 2.0), (2, 1.5)]), "sr": _Result([(1, 3.0)])})
+    assert list(df.columns) == ["bc", "sr"] and df.loc[2, "bc"] == 1.5 and df["sr"].isna().sum() == 1
+    assert stages.loss_frame({}).empty
+
+
+def test_compliance_table_counts_undecided_flags_as_missing():
+    def flag(model, complied):
+        return ComplianceFlag(episode_id=f"e{model}{complied}", model=model, agent=0, codename="x",
+                              complied=complied, evidence="", judge="j")  # fmt: skip
+
+    t = stages.compliance_table([flag("base", True), flag("base", False), flag("base", None), flag("bc", None)])
+    assert t.loc["base", "mean"] == 0.5 and t.loc["base", "count"] == 2 and t.loc["base", "episodes"] == 3
+    assert t.loc["bc", "episodes"] == 1 and t["mean"].isna()["bc"]
+    assert stages.compliance_table([]).empty
+
+
+def test_safety_transcripts_show_base_and_the_last_trained_model(sotopia):
+    ep = scripted_episode(sotopia, SCRIPTS[0])
+    runs = [BenchmarkRun(model=m, task_set=t, episodes=[ep], ratings=[])
+            for m in ("base", "sr", "bc", "expert") for t in ("safety", "sotopia_all")]  # fmt: skip
+    df = stages.safety_transcripts(runs, ("base", "sr", "bc", "expert"))
+    assert list(df.columns) == ["base", "bc"] and "Turn 1" in df.loc[0, "base"]
+    only_base = [r for r in runs if r.model == "base"]
+    assert list(stages.safety_transcripts(only_base, ("base", "bc")).columns) == ["base"]
