@@ -164,8 +164,10 @@ def test_method_follows_what_the_backend_can_do() -> None:
 
 @pytest.fixture(scope="module")
 def embedded_llm(embedded_model_dir: Path) -> Iterator[LLM]:
-    """The embedded model behind the hf backend, uncached so every test really runs it."""
-    llm = build_llm(ModelSpec(backend="hf", model=str(embedded_model_dir)), cache=None)
+    """The embedded model behind the hf backend, uncached so every test really runs it; float32, as the
+    direct forward it is compared with (bf16 padding and batching round differently)."""
+    options = {"dtype": "float32"}
+    llm = build_llm(ModelSpec(backend="hf", model=str(embedded_model_dir), options=options), cache=None)
     yield llm
     llm.close()
 

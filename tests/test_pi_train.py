@@ -216,7 +216,7 @@ def test_trained_adapter_changes_the_model(trained, embedded_model_dir, tokenize
     # The hf backend loads (and merges) the same adapter and gets the tuned model's likelihood.
     from sotopia_pi_lib.llm.hf_load import HFOptions, load
 
-    loaded = load(str(embedded_model_dir), str(trained.adapter_dir), HFOptions(device="cpu"))
+    loaded = load(str(embedded_model_dir), str(trained.adapter_dir), HFOptions(device="cpu", dtype="float32"))
     assert _completion_nll(loaded.net, tokenizer, ex) == pytest.approx(tuned_nll, rel=1e-3)
 
 

@@ -26,7 +26,8 @@ class HFOptions(BaseModel):
 
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
-        "auto", description="auto: float32 on CPU (exact, and what the tests assume), bfloat16 on CUDA"
+        "auto",
+        description="auto: bfloat16 on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else float32",
     )
     load_in_4bit: bool = Field(False, description="bitsandbytes NF4 with double quantization (QLoRA's)")
     max_batch_size: int = Field(32, ge=1, description="sequences decoded together")
@@ -89,7 +90,20 @@ def pick_dtype(opt: HFOptions, device: str) -> Any:
         return getattr(torch, opt.dtype)
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX).
+
+    There bf16 inference is 1.2x (batch 1) to 1.7x (batch 32) faster than float32 with the embedded
+    model (bench/llm_throughput.py); without it torch emulates bf16 and float32 is faster. The probes
+    are private torch helpers, hence the getattr: a torch without them gets float32.
+    """
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
