@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sotopia_pi_lib.llm import LLM, LLMRequest, LLMResponse, ModelSpec
+from sotopia_pi_lib.llm import LLM, LLMRequest, LLMResponse, ModelSpec, SamplingParams
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.sim import (
@@ -192,3 +192,43 @@ def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     ids = [r.episode_id for r in EpisodeStore(path).records()]
     assert len(lines) == len(ids) == 3 and set(ids) == {episode_id(s, config) for s in specs}
+
+
+def test_chained_self_play_matches_rounds(setups):
+    """Self-play runs chained by default (each next turn joins the running batch at once); greedy, it
+    must play the same episodes as rounds do, by the same rules."""
+    exact = build_llm(ModelSpec(backend="hf", model="embedded", options={"dtype": "float32"}), cache=None)
+    greedy = SamplingParams(temperature=0.0, max_tokens=160)
+    config = RunConfig(rules=RuleConfig(max_turns=3), sampling=greedy, **FAST)
+    specs = make_specs(setups[:3], ("m", "m"), seed=2)
+    chained = run_episodes(specs, {"m": exact}, config)
+    rounds = run_episodes(specs, {"m": exact}, config.model_copy(update={"chained": False}))
+
+    def play(result):
+        return {r.episode_id: [(t.agent, t.action) for t in r.turns] for r in result.records}
+
+    assert chained.summary.completed == 3 and play(chained) == play(rounds)
+    for rec in chained.records:
+        assert rule_violations(rec, config.rules) == []
+
+
+def test_chained_run_killed_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
+    """The crash comes from the store while the decode loop runs (a chained run writes from inside
+    it): the error is the store's, and the re-run finishes the rest."""
+    config = RunConfig(rules=RuleConfig(max_turns=2), max_live_episodes=2, **FAST)
+    specs = make_specs(setups[:3], ("m", "m"), seed=13)
+    path = tmp_path / "episodes.jsonl"
+
+    class Dying(EpisodeStore):
+        def append(self, record):
+            super().append(record)
+            if len(self.completed_ids()) >= 2:
+                raise Crash("killed")
+
+    with pytest.raises(Crash):
+        run_episodes(specs, {"m": llm}, config, Dying(path))
+    assert len(EpisodeStore(path).completed_ids()) == 2
+    result = run_episodes(specs, {"m": llm}, config, EpisodeStore(path))
+    assert (result.summary.skipped, result.summary.completed) == (2, 1)
+    ids = [r.episode_id for r in EpisodeStore(path).records()]
+    assert len(ids) == 3 and set(ids) == {episode_id(s, config) for s in specs}

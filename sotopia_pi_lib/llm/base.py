@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
@@ -27,6 +27,28 @@ class LLM(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         """Run all requests; responses come back in request order."""
+
+    def generate_chained(
+        self,
+        first: Iterable[tuple[Any, LLMRequest]],
+        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Requests whose follow-ups depend on their answers (an episode's next turn).
+
+        `first` pairs a caller's key with each request; `then(key, response)` is called once per
+        response, as soon as it is ready, and returns the (key, request) pairs it unlocks. Returns when
+        no request is left. This default plays rounds (one generate() per round), so a round lasts
+        as long as its slowest reply; the hf backend overrides it to start each follow-up while the
+        rest of the batch still decodes.
+        """
+        pending = list(first)
+        while pending:
+            responses = self.generate([r for _, r in pending], progress=progress)
+            if len(responses) != len(pending):
+                raise RuntimeError(f"{type(self).__name__} returned {len(responses)} of {len(pending)} responses")
+            pending = [nxt for (key, _), r in zip(pending, responses, strict=True) for nxt in then(key, r)]
 
     def choice_logprobs(
         self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]

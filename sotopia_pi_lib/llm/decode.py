@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -82,7 +82,11 @@ class Engine:
         return self._masker
 
     @torch.inference_mode()
-    def run(self, jobs: list[Job], on_done: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+    def run(
+        self, jobs: list[Job], on_done: Callable[[int, Outcome], Sequence[Job] | None] | None = None
+    ) -> list[Outcome]:
+        """Decode every job; `on_done(index, outcome)` hears of each as it finishes and may return
+        follow-up jobs (numbered on from the last), which join the running batch at once."""
         t0 = time.perf_counter()
         results: list[Outcome | None] = [None] * len(jobs)
         pending = deque(enumerate(jobs))
@@ -93,12 +97,17 @@ class Engine:
 
         def finish(row: Live, tokens: list[int], reason: str, error: str | None, kv: KV) -> None:
             self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv)
-            latency = time.perf_counter() - t0
-            results[row.index] = Outcome(tokens, reason, len(row.generated), row.reused, latency, error)
+            started = starts.pop(row.index, t0)
+            outcome = Outcome(tokens, reason, len(row.generated), row.reused, time.perf_counter() - started, error)
+            results[row.index] = outcome
             self.stats.requests += 1
             self.stats.decode_tokens += len(row.generated)
-            if on_done is not None:
-                on_done(row.index, results[row.index])
+            for job in (on_done(row.index, outcome) if on_done is not None else None) or ():
+                starts[len(results)] = time.perf_counter()
+                pending.append((len(results), job))
+                results.append(None)
+
+        starts: dict[int, float] = {}  # when each follow-up job was queued (latency counts from there)
 
         while pending or live:
             admitted = self._admit(pending, batch, live)

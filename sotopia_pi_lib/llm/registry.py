@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,45 @@ class CachedLLM(LLM):
                 "%s: %d of %d requests from the cache", self.spec.label, sum(r.cached for r in out), len(out)
             )
         return out
+
+    def generate_chained(
+        self,
+        first: Iterable[tuple[Any, LLMRequest]],
+        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Cached answers are handed to `then` at once (their follow-ups are looked up in turn); only
+        misses reach the model, and each fresh answer is stored as it arrives, so an interrupted chain
+        keeps what it got."""
+        if self.cache is None:
+            first = list(first)
+            check_schemas([r for _, r in first])
+            self.inner.generate_chained(first, then, progress=progress)
+            return
+        cache, model, identity = self.cache, model_hash(self.identity()), self.identity()
+
+        def misses(pairs: Iterable[tuple[Any, LLMRequest]]) -> list[tuple[Any, LLMRequest]]:
+            out, queue = [], deque(pairs)
+            while queue:
+                key, request = queue.popleft()
+                check_schemas([request])
+                rkey = request_key(model, request)
+                hit = cache.get_many([rkey])[0]
+                if hit is None:
+                    out.append(((key, rkey), request))
+                else:
+                    queue.extend(then(key, hit))
+            return out
+
+        def fresh(tagged: tuple[Any, str], response: LLMResponse) -> list[tuple[Any, LLMRequest]]:
+            key, rkey = tagged
+            cache.put_many(identity, [(rkey, response)])
+            return misses(then(key, response))
+
+        todo = misses(first)
+        if todo:
+            self.inner.generate_chained(todo, fresh, progress=progress)
 
     def _run_inner(self, requests: list[LLMRequest], progress: bool) -> list[LLMResponse]:
         if not requests:

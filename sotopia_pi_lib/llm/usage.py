@@ -7,7 +7,7 @@ responses themselves, keeps the figures the same for every backend.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -61,11 +61,15 @@ class MeteredLLM(LLM):
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         t0 = time.perf_counter()
         out = self.inner.generate(requests, progress=progress)
+        self.usage.calls += 1
+        self.usage.seconds += time.perf_counter() - t0
+        self._count(out)
+        return out
+
+    def _count(self, responses: Sequence[LLMResponse]) -> None:
         u = self.usage
-        u.calls += 1
-        u.requests += len(out)
-        u.seconds += time.perf_counter() - t0
-        for r in out:
+        u.requests += len(responses)
+        for r in responses:
             if r.cached:
                 u.cached += 1
                 u.cached_tokens += r.prompt_tokens + r.completion_tokens
@@ -75,7 +79,24 @@ class MeteredLLM(LLM):
             u.completion_tokens += r.completion_tokens
             if self._price is not None:
                 u.cost_usd += self._price.cost(r.prompt_tokens, r.completion_tokens)
-        return out
+
+    def generate_chained(
+        self,
+        first: Iterable[tuple[Any, LLMRequest]],
+        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        *,
+        progress: bool = False,
+    ) -> None:
+        def counted(key: Any, response: LLMResponse) -> Iterable[tuple[Any, LLMRequest]]:
+            self._count([response])
+            return then(key, response)
+
+        t0 = time.perf_counter()
+        try:
+            self.inner.generate_chained(first, counted, progress=progress)
+        finally:
+            self.usage.calls += 1
+            self.usage.seconds += time.perf_counter() - t0
 
     def choice_logprobs(self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[dict[str, float]]:
         t0 = time.perf_counter()

@@ -1,9 +1,11 @@
-"""The batched episode runner: many episodes in lockstep, one generate() call per model per step.
+"""The batched episode runner: many episodes at once, their turns batched per model.
 
-Backends are fastest when handed everything at once (hf: padded batches and a per-session KV
-cache; openai: concurrent requests), so at every step the runner collects the next turn of every
-live episode and sends one batch per model. Each finished episode is appended to the store at
-once, so an interrupted run resumes where it stopped.
+Backends are fastest when handed many requests together (hf: one decode batch and a per-session
+KV cache; openai: concurrent requests). Episodes whose two agents are one model run chained: each
+next turn joins the backend's running batch as soon as the previous one is out (hf decodes them
+all in one continuous batch). Pairings of two models run in rounds: every live episode's next turn,
+one batch per model. Each finished episode is appended to the store at once, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
@@ -50,6 +53,10 @@ class RunConfig(BaseModel):
     max_live_episodes: int = Field(16, ge=1, description="episodes played at once (batch size)")
     use_sessions: bool = Field(True, description="let the backend keep each agent's KV cache across turns")
     retries: int = Field(1, ge=0, description="extra attempts for a failed turn before giving up")
+    chained: bool = Field(
+        True,
+        description="episodes of one model: ask each next turn as soon as the last is out, not in rounds",
+    )
     progress: bool = True
 
 
@@ -98,6 +105,7 @@ class _Live:
     episode_id: str
     started: float = field(default_factory=time.perf_counter)
     turns: list[Turn] = field(default_factory=list)
+    attempt: int = 0  # retries spent on the coming turn
 
     @property
     def agent(self) -> int:
@@ -221,51 +229,114 @@ def _todo(
     return list(ids.items())
 
 
+class _Tally:
+    """Where finished turns and episodes go, whichever way they were played: the store (at once, so a
+    crash loses only episodes in flight), the summary, the returned records and the progress bar."""
+
+    def __init__(self, store: EpisodeStore | None, summary: RunSummary, config: RunConfig, bar: Any) -> None:
+        self.store, self.summary, self.config, self.bar = store, summary, config, bar
+        self.records: list[EpisodeRecord] = []
+        self.t0 = time.perf_counter()
+
+    def settle(self, ep: _Live, outcome: Turn | str) -> bool:
+        """Book a turn (or the error that ends the episode); True while the episode goes on."""
+        going = False
+        if isinstance(outcome, str):
+            failure = _failure(ep, outcome)
+            self.summary.add_failure(failure)
+            if self.store is not None:
+                self.store.append_failure(failure)
+            self.bar.update(1)
+        else:
+            ep.turns.append(outcome)
+            self.summary.add_turn(outcome)
+            reason = end_reason(ep.turns, self.config.rules)
+            if reason is None:
+                going = True
+            else:
+                record = _record(ep, reason, self.config)
+                if self.store is not None:
+                    self.store.append(record)
+                self.records.append(record)
+                self.summary.add_episode(record)
+                self.bar.update(1)
+        self.summary.duration_s = time.perf_counter() - self.t0
+        s = self.summary
+        self.bar.set_postfix(turns=s.turns, tok_s=f"{s.tokens_per_s:.0f}", failed=s.failed, refresh=False)
+        return going
+
+
+def _in_rounds(queue: deque[tuple[str, EpisodeSpec]], models: Mapping[str, LLM], tally: _Tally) -> None:
+    """Lockstep: every live episode's next turn, one batch per model, round after round (needed when
+    the two agents of an episode are different models)."""
+    config, live = tally.config, []
+    while queue or live:
+        while queue and len(live) < config.max_live_episodes:
+            eid, spec = queue.popleft()
+            live.append(_Live(spec=spec, episode_id=eid))
+        live = [ep for ep, outcome in _step(live, models, config) if tally.settle(ep, outcome)]
+
+
+def _chained(queue: deque[tuple[str, EpisodeSpec]], llm: LLM, tally: _Tally) -> None:
+    """Episodes whose agents are one model: each next turn (or retry) is asked as soon as the last
+    one is out, and a finished episode's place goes to the next in the queue, all in one
+    generate_chained call, so no episode waits for the slowest reply of a round."""
+    config = tally.config
+    live = 0
+
+    def start() -> list[tuple[_Live, LLMRequest]]:
+        nonlocal live
+        out = []
+        while queue and live < config.max_live_episodes:
+            eid, spec = queue.popleft()
+            ep = _Live(spec=spec, episode_id=eid)
+            out.append((ep, _request(ep, config, 0)))
+            live += 1
+        return out
+
+    def then(ep: _Live, response: LLMResponse) -> list[tuple[_Live, LLMRequest]]:
+        nonlocal live
+        outcome = _turn_or_error(ep, response)
+        if isinstance(outcome, str) and ep.attempt < config.retries:
+            ep.attempt += 1
+            return [(ep, _request(ep, config, ep.attempt))]
+        ep.attempt = 0
+        if tally.settle(ep, outcome):
+            return [(ep, _request(ep, config, 0))]
+        live -= 1
+        return start()
+
+    llm.generate_chained(start(), then)
+
+
 def run_episodes(
     specs: Sequence[EpisodeSpec],
     models: Mapping[str, LLM],
     config: RunConfig | None = None,
     store: EpisodeStore | None = None,
 ) -> RunResult:
-    """Play every spec not already in `store`, up to `max_live_episodes` at a time."""
+    """Play every spec not already in `store`, up to `max_live_episodes` at a time.
+
+    Episodes whose two agents are one model run chained (config.chained, the default); pairings of
+    two models run in rounds."""
     config = config or RunConfig()
     todo = _todo(specs, models, config)
     done = store.completed_ids() if store is not None else set()
-    queue = deque((eid, s) for eid, s in todo if eid not in done)
-    summary = RunSummary(requested=len(todo), skipped=len(todo) - len(queue))
-    records: list[EpisodeRecord] = []
-    live: list[_Live] = []
-    t0 = time.perf_counter()
-    with tqdm(total=len(queue), desc="episodes", unit="ep", disable=not config.progress) as bar:
-        while queue or live:
-            while queue and len(live) < config.max_live_episodes:
-                eid, spec = queue.popleft()
-                live.append(_Live(spec=spec, episode_id=eid))
-            still: list[_Live] = []
-            for ep, outcome in _step(live, models, config):
-                if isinstance(outcome, str):
-                    failure = _failure(ep, outcome)
-                    summary.add_failure(failure)
-                    if store is not None:
-                        store.append_failure(failure)
-                    bar.update(1)
-                    continue
-                ep.turns.append(outcome)
-                summary.add_turn(outcome)
-                reason = end_reason(ep.turns, config.rules)
-                if reason is None:
-                    still.append(ep)
-                    continue
-                record = _record(ep, reason, config)
-                if store is not None:
-                    store.append(record)
-                records.append(record)
-                summary.add_episode(record)
-                bar.update(1)
-            live = still
-            summary.duration_s = time.perf_counter() - t0
-            bar.set_postfix(turns=summary.turns, tok_s=f"{summary.tokens_per_s:.0f}", failed=summary.failed)
-    summary.duration_s = time.perf_counter() - t0
+    left = [(eid, s) for eid, s in todo if eid not in done]
+    summary = RunSummary(requested=len(todo), skipped=len(todo) - len(left))
+    self_play: dict[str, deque[tuple[str, EpisodeSpec]]] = {}
+    paired: deque[tuple[str, EpisodeSpec]] = deque()
+    for eid, spec in left:
+        if config.chained and spec.models[0] == spec.models[1]:
+            self_play.setdefault(spec.models[0], deque()).append((eid, spec))
+        else:
+            paired.append((eid, spec))
+    with tqdm(total=len(left), desc="episodes", unit="ep", disable=not config.progress) as bar:
+        tally = _Tally(store, summary, config, bar)
+        for label, queue in self_play.items():
+            _chained(queue, models[label], tally)
+        _in_rounds(paired, models, tally)
+    summary.duration_s = time.perf_counter() - tally.t0
     if config.progress:
         tqdm.write(str(summary))
-    return RunResult(records=records, summary=summary)
+    return RunResult(records=tally.records, summary=summary)
