@@ -97,7 +97,9 @@ def run(mode: str, specs, args) -> dict:
     llm.close()
     prefill = (
         {"prefill_computed": stats.prefill_tokens_computed, "prefill_reused": stats.prefill_tokens_reused,
-         "decode_steps": stats.steps, "prefill_s": round(stats.prefill_s, 1)}
+         "decode_steps": stats.steps, "prefill_s": round(stats.prefill_s, 1), "prefill_forwards": stats.prefill_forwards,
+         "forward_s": round(stats.forward_s, 1), "grammar_s": round(stats.grammar_s, 1), "sample_s": round(stats.sample_s, 1),
+         "mean_rows": round(stats.step_rows / max(1, stats.steps), 1), "jumped_tokens": stats.jumped_tokens}
         if stats
         else {}
     )  # fmt: skip
@@ -119,7 +121,9 @@ def main() -> None:
         print(f"         lengths {r['episode_lengths']}  ends {r['end_reasons']}")
         if "prefill_computed" in r:
             print(f"         prefill tokens computed {r['prefill_computed']}, reused {r['prefill_reused']} "
-                  f"({r['prefill_s']} s); {r['decode_steps']} decode steps")  # fmt: skip
+                  f"({r['prefill_forwards']} forwards, {r['prefill_s']} s); {r['decode_steps']} decode steps "
+                  f"(mean {r['mean_rows']} rows, {r['forward_s']} s; grammar {r['grammar_s']} s, sampling "
+                  f"{r['sample_s']} s; {r['jumped_tokens']} forced tokens fed without a step)")  # fmt: skip
         print(f"         actions {r['action_types']}  mean argument {r['mean_argument_chars']} chars, "
               f"{r['mean_completion_tokens']} tokens/turn, {r['empty_speak_turns']} empty speak, "
               f"{r['repeated_actions_within_episode']} repeated actions")  # fmt: skip

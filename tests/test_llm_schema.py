@@ -103,3 +103,10 @@ def test_validation_names_the_location():
         parse_json_output('{"action_type": "none"}', ACTION)[1]
         == "output at <root>: 'argument' is a required property"
     )
+
+
+def test_a_raw_control_character_in_a_string_still_parses():
+    """xgrammar lets a byte token like <0x01> into a JSON string (seen from a random-weight model);
+    the reply is kept, not failed."""
+    text = '{"action_type": "speak", "argument": "hi\x01 there"}'
+    assert parse_json_output(text, ACTION) == ({"action_type": "speak", "argument": "hi\x01 there"}, None)

@@ -225,6 +225,7 @@ class Engine:
             r.unfed -= k
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
+        self.stats.step_rows += len(live)
         ready = [i for i, r in enumerate(live) if r.unfed == 0]
         if not ready:
             return

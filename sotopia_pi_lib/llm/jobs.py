@@ -19,6 +19,7 @@ class DecodeStats(BaseModel):
     decode_tokens: int = 0
     jumped_tokens: int = 0  # forced tokens appended without a step of their own
     steps: int = 0  # batched decode forwards
+    step_rows: int = 0  # rows summed over those forwards (steps / step_rows: mean batch)
     prefill_forwards: int = 0
     prefix_hits: int = 0  # prompts that reused a kept prefix (their session's or another call's)
     truncated_json: int = 0
