@@ -156,10 +156,10 @@ class BatchMasker:
         for i, matcher, _ in rows:
             matcher.fill_next_token_bitmask(self.bitmask, i)
         vocab = self.book.vocab_size
-        xg.apply_token_bitmask_inplace(
-            logits, self.bitmask[: logits.shape[0]], vocab_size=vocab, indices=[r[0] for r in rows]
-        )
+        # matchers fill a CPU bitmask; on a GPU the logits stay there and the mask goes to them
+        bitmask = self.bitmask[: logits.shape[0]].to(logits.device, non_blocking=True)
+        xg.apply_token_bitmask_inplace(logits, bitmask, vocab_size=vocab, indices=[r[0] for r in rows])
         for i, _, landing in rows:
             if landing:
-                keep = self.book.landing_choices(unpack(self.bitmask[i], vocab))
+                keep = self.book.landing_choices(unpack(self.bitmask[i], vocab)).to(logits.device)
                 logits[i, :vocab].masked_fill_(~keep, float("-inf"))

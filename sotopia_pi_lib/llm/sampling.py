@@ -38,14 +38,16 @@ def choose_tokens(logits: torch.Tensor, rows: list[RowSampling]) -> list[int]:
     sampled = [i for i, r in enumerate(rows) if r.generator is not None]
     if not sampled:
         return chosen
-    temps = torch.tensor([rows[i].temperature for i in sampled], dtype=logits.dtype).unsqueeze(1)
+    temps = torch.tensor(
+        [rows[i].temperature for i in sampled], dtype=logits.dtype, device=logits.device
+    ).unsqueeze(1)
     probs = torch.softmax(logits[sampled] / temps, dim=-1)
     for j, i in enumerate(sampled):
         if rows[i].top_p < 1.0:
             probs[j] = nucleus(probs[j], rows[i].top_p)
     cdf = probs.cumsum(dim=-1)
-    draws = torch.tensor(
-        [[torch.rand(1, generator=rows[i].generator).item()] for i in sampled], dtype=cdf.dtype
+    draws = torch.tensor(  # drawn on the CPU (each row's generator lives there), used on the logits' device
+        [[torch.rand(1, generator=rows[i].generator).item()] for i in sampled], dtype=cdf.dtype, device=cdf.device
     )
     picked = torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).clamp_(max=logits.shape[-1] - 1)
     for j, i in enumerate(sampled):
