@@ -63,6 +63,8 @@ def fault_app(require_key: str | None = None) -> FastAPI:
         step = steps[attempt] if attempt < len(steps) else "ok"
         if step == "hang":
             await asyncio.sleep(2.0)
+        if step == "slow":
+            await asyncio.sleep(0.3)
         if step.isdigit():
             headers = {"retry-after": "0"} if step == "429" else {}
             return JSONResponse(
@@ -275,3 +277,27 @@ def test_identity_names_host_and_model_but_no_secret(server: BackgroundServer) -
         "model": "test-model",
         "structured": "auto",
     }
+
+
+def test_chained_follow_ups_do_not_wait_for_a_slow_reply(server: BackgroundServer) -> None:
+    """Chain `slow` takes 0.3 s; chain `quick` asks three follow-ups meanwhile, one at a time, each
+    sent when the last is answered. In rounds, each round would wait for the slow reply."""
+    llm = model(server)
+    order: list[str] = []
+
+    def then(key: tuple[str, int], response):
+        name, step = key
+        assert response.ok, response.error
+        order.append(f"{name}{step}")
+        return [((name, step + 1), req(f"{name}-{step + 1}"))] if name == "quick" and step < 3 else []
+
+    llm.generate_chained([(("slow", 0), req("slow")), (("quick", 0), req("quick"))], then)
+    assert order == ["quick0", "quick1", "quick2", "quick3", "slow0"]
+
+    failed: list[str | None] = []
+    llm.generate_chained([(("x", 0), req("503,503,503,503"))], lambda k, r: failed.append(r.error) or [])
+    assert failed and "HTTP 503" in failed[0]  # a failure reaches `then` like an answer
+
+    with pytest.raises(ZeroDivisionError):  # the caller's own error stops the chain and surfaces
+        llm.generate_chained([(("a", 0), req("ok")), (("b", 0), req("slow"))], lambda k, r: [1 / 0])
+    llm.close()

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -181,6 +181,54 @@ class OpenAIModel(LLM):
         responses = self._loop.run(self._run_batch(list(requests), progress))
         log.info("%s: %s", self.spec.label, self._usage.since(before).line())
         return responses
+
+    def generate_chained(
+        self,
+        first: Iterable[tuple[Any, LLMRequest]],
+        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Each follow-up is sent as soon as its answer is in (up to max_concurrency in flight), so an
+        episode never waits for another episode's slow reply. `then` runs on the client's event-loop
+        thread, one call at a time."""
+        first = list(first)
+        check_schemas([r for _, r in first])
+        before = self._usage.model_copy()
+        self._loop.run(self._run_chain(first, then))
+        log.info("%s: %s", self.spec.label, self._usage.since(before).line())
+
+    async def _run_chain(
+        self,
+        first: list[tuple[Any, LLMRequest]],
+        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+    ) -> None:
+        limit = asyncio.Semaphore(self.options.max_concurrency)
+        running: set[asyncio.Task[tuple[Any, LLMResponse]]] = set()
+
+        async def one(key: Any, request: LLMRequest) -> tuple[Any, LLMResponse]:
+            async with limit:
+                try:
+                    return key, await self._complete(request)
+                except Exception as exc:  # noqa: BLE001 -- fail this request only, as in generate()
+                    return key, self._fail(LLMResponse(), self._describe(exc), time.perf_counter())
+
+        def launch(pairs: Iterable[tuple[Any, LLMRequest]]) -> None:
+            for key, request in pairs:
+                check_schemas([request])
+                running.add(asyncio.ensure_future(one(key, request)))
+
+        try:
+            launch(first)
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                    launch(then(*task.result()))
+        finally:  # `then` raised (or we were cancelled): stop what is still in flight
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     def close(self) -> None:
         if self._loop.loop.is_running():
