@@ -111,7 +111,8 @@ def server() -> Iterator[BackgroundServer]:
 
 
 def model(srv: BackgroundServer, **options: Any) -> OpenAIModel:
-    opts = {"base_url": srv.base_url, "timeout_s": 0.5, "max_retries": 2, "backoff_s": 0.01, **options}
+    # a 1 s timeout: `hang` (2 s) always times out, and an answer delayed by a busy machine does not
+    opts = {"base_url": srv.base_url, "timeout_s": 1.0, "max_retries": 2, "backoff_s": 0.01, **options}
     return OpenAIModel(ModelSpec(backend="openai", model="test-model", options=opts))
 
 
