@@ -8,6 +8,9 @@ from typing import Any
 
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
+Chain = Iterable[tuple[Any, LLMRequest]]  # (caller's key, request) pairs
+Then = Callable[[Any, LLMResponse], Chain]  # an answer in, the requests it unlocks out
+
 
 class LLM(ABC):
     """A model behind one of the backends.
@@ -30,8 +33,8 @@ class LLM(ABC):
 
     def generate_chained(
         self,
-        first: Iterable[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        first: Chain,
+        then: Then,
         *,
         progress: bool = False,
     ) -> None:

@@ -94,6 +94,7 @@ class Engine:
         capacity = min(self.max_batch_size, len(jobs))
         batch = BatchKV(self.layers, self.kv_heads, self.head_dim, dtype, device, capacity)
         live: list[Live] = []
+        starts: dict[int, float] = {}  # when each follow-up job was queued (latency counts from there)
 
         def finish(row: Live, tokens: list[int], reason: str, error: str | None, kv: KV) -> None:
             self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv)
@@ -106,8 +107,6 @@ class Engine:
                 starts[len(results)] = time.perf_counter()
                 pending.append((len(results), job))
                 results.append(None)
-
-        starts: dict[int, float] = {}  # when each follow-up job was queued (latency counts from there)
 
         while pending or live:
             admitted = self._admit(pending, batch, live)

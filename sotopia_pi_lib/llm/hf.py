@@ -20,14 +20,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..errors import BackendError, ConfigError
-from .base import LLM
+from .base import LLM, Chain, Then
 from .decode import Engine
 from .fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
 from .hf_load import (
@@ -161,25 +161,23 @@ class HFModel(LLM):
 
     def generate_chained(
         self,
-        first: Iterable[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        first: Chain,
+        then: Then,
         *,
         progress: bool = False,
     ) -> None:
         """One decode run for the whole chain: a follow-up is prefilled and joins the running batch
         as soon as the answer it depends on is out, so episodes never wait for the slowest reply of a
         round (16 episodes, 6 turns: 506 decode steps in rounds, see bench/sim_throughput.py)."""
-        first = list(first)
-        check_schemas([r for _, r in first])
         with self._lock:
             loaded, engine = self._load()
             meta: list[tuple[Any, LLMRequest, Job]] = []  # by engine job index
 
-            def jobs_for(pairs: Iterable[tuple[Any, LLMRequest]]) -> list[Job]:
+            def jobs_for(pairs: Chain) -> list[Job]:
                 out, queue = [], deque(pairs)
                 while queue:
                     key, request = queue.popleft()
-                    check_schemas([request])
+                    check_schemas([request])  # before any generation for `first`
                     schema = self.grammar_book().compile(request.json_schema) if request.json_schema else None
                     jobs, errors = self._jobs([request], [schema], loaded)
                     if errors:  # e.g. a prompt past the context: answered at once, may unlock more

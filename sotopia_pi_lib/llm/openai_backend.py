@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .base import LLM
+from .base import LLM, Chain, Then
 from .json_output import (
     StructuredMode,
     check_schemas,
@@ -184,25 +184,19 @@ class OpenAIModel(LLM):
 
     def generate_chained(
         self,
-        first: Iterable[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        first: Chain,
+        then: Then,
         *,
         progress: bool = False,
     ) -> None:
         """Each follow-up is sent as soon as its answer is in (up to max_concurrency in flight), so an
         episode never waits for another episode's slow reply. `then` runs on the client's event-loop
         thread, one call at a time."""
-        first = list(first)
-        check_schemas([r for _, r in first])
         before = self._usage.model_copy()
         self._loop.run(self._run_chain(first, then))
         log.info("%s: %s", self.spec.label, self._usage.since(before).line())
 
-    async def _run_chain(
-        self,
-        first: list[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
-    ) -> None:
+    async def _run_chain(self, first: Chain, then: Then) -> None:
         limit = asyncio.Semaphore(self.options.max_concurrency)
         running: set[asyncio.Task[tuple[Any, LLMResponse]]] = set()
 
@@ -213,9 +207,9 @@ class OpenAIModel(LLM):
                 except Exception as exc:  # noqa: BLE001 -- fail this request only, as in generate()
                     return key, self._fail(LLMResponse(), self._describe(exc), time.perf_counter())
 
-        def launch(pairs: Iterable[tuple[Any, LLMRequest]]) -> None:
+        def launch(pairs: Chain) -> None:
             for key, request in pairs:
-                check_schemas([request])
+                check_schemas([request])  # scheduled tasks start only at the next await
                 running.add(asyncio.ensure_future(one(key, request)))
 
         try:

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from ..errors import BackendError, ConfigError, SotopiaPiError
 from ..paths import models_dir, project_root
-from .base import LLM
+from .base import LLM, Chain, Then
 from .cache import ResponseCache, choice_key, default_cache_path, model_hash, request_key
 from .json_output import check_schemas
 from .types import BACKENDS, LLMRequest, LLMResponse, Message, ModelSpec
@@ -88,22 +88,20 @@ class CachedLLM(LLM):
 
     def generate_chained(
         self,
-        first: Iterable[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        first: Chain,
+        then: Then,
         *,
         progress: bool = False,
     ) -> None:
         """Cached answers are handed to `then` at once (their follow-ups are looked up in turn); only
         misses reach the model, and each fresh answer is stored as it arrives, so an interrupted chain
         keeps what it got."""
-        if self.cache is None:
-            first = list(first)
-            check_schemas([r for _, r in first])
+        if self.cache is None:  # the backend checks each request's schema itself
             self.inner.generate_chained(first, then, progress=progress)
             return
         cache, model, identity = self.cache, model_hash(self.identity()), self.identity()
 
-        def misses(pairs: Iterable[tuple[Any, LLMRequest]]) -> list[tuple[Any, LLMRequest]]:
+        def misses(pairs: Chain) -> list[tuple[Any, LLMRequest]]:
             out, queue = [], deque(pairs)
             while queue:
                 key, request = queue.popleft()
@@ -116,7 +114,7 @@ class CachedLLM(LLM):
                     queue.extend(then(key, hit))
             return out
 
-        def fresh(tagged: tuple[Any, str], response: LLMResponse) -> list[tuple[Any, LLMRequest]]:
+        def fresh(tagged: tuple[Any, str], response: LLMResponse) -> Chain:
             key, rkey = tagged
             cache.put_many(identity, [(rkey, response)])
             return misses(then(key, response))

@@ -7,12 +7,12 @@ responses themselves, keeps the figures the same for every backend.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
-from .base import LLM
+from .base import LLM, Chain, Then
 from .pricing import find_price, price_table
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
@@ -82,12 +82,12 @@ class MeteredLLM(LLM):
 
     def generate_chained(
         self,
-        first: Iterable[tuple[Any, LLMRequest]],
-        then: Callable[[Any, LLMResponse], Iterable[tuple[Any, LLMRequest]]],
+        first: Chain,
+        then: Then,
         *,
         progress: bool = False,
     ) -> None:
-        def counted(key: Any, response: LLMResponse) -> Iterable[tuple[Any, LLMRequest]]:
+        def counted(key: Any, response: LLMResponse) -> Chain:
             self._count([response])
             return then(key, response)
 
