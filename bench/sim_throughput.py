@@ -6,7 +6,9 @@ naive   one episode at a time, each turn a fresh generate() call on the full pro
 batched the runner's default: every live episode's next turn in one call, each agent's KV cache
         kept across turns (session hint), forced JSON text fed at once
 `--naive-jump` gives the naive loop the jump-forward too, to separate its share of the speed-up.
-Both run with the response cache off, so every turn is really generated. Also prints episode
+Both run with the response cache off, so every turn is really generated. Set-up is outside both timed
+runs: loading the weights and compiling the action grammar (xgrammar, ~1.8 s for a 300-character
+argument; compiled once per model and schema, so it would add the same constant to both). Also prints episode
 lengths and action-type counts, so degenerate episodes (all `none`, instant leaves) show.
 
     python bench/sim_throughput.py                      # 16 episodes, 6 turns cap
@@ -24,9 +26,11 @@ from sotopia_pi_lib.data import load_sotopia
 from sotopia_pi_lib.llm import LLMRequest, Message, ModelSpec, SamplingParams
 from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.sim import (
+    ACTION_TYPES,
     EpisodeRecord,
     RuleConfig,
     RunConfig,
+    action_schema,
     make_specs,
     run_episodes,
     setups_for_task_set,
@@ -40,8 +44,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-argument-chars", type=int, default=300)
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="0: greedy (same episodes whatever the batching, in float32)",
+    )
     p.add_argument("--only", choices=["naive", "batched"], default=None)
     p.add_argument("--kv-cache-gb", type=float, default=4.0, help="hf session KV cache bound")
+    p.add_argument(
+        "--dtype", default="auto", help="hf dtype of both runs (auto: bfloat16 where the CPU has it)"
+    )
     p.add_argument("--naive-jump", action="store_true", help="naive loop also feeds forced text at once")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args()
@@ -65,11 +78,15 @@ def describe(records: list[EpisodeRecord]) -> dict:
     }
 
 
-def build(kv_cache_bytes: int, jump_forward: bool = True):
-    options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward}
+def build(kv_cache_bytes: int, max_argument_chars: int, jump_forward: bool = True, dtype: str = "auto"):
+    options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward, "dtype": dtype}
     llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
-    warm = LLMRequest(messages=(Message(role="user", content="Hi"),), sampling=SamplingParams(max_tokens=4))
-    llm.generate([warm])  # load weights outside the timed runs
+    warm = LLMRequest(
+        messages=(Message(role="user", content="Hi"),),
+        sampling=SamplingParams(max_tokens=48),
+        json_schema=action_schema(ACTION_TYPES, max_argument_chars),
+    )
+    llm.generate([warm])  # load the weights and compile the action grammar outside the timed runs
     return llm
 
 
@@ -77,10 +94,15 @@ def run(mode: str, specs, args) -> dict:
     # Batched: 16 episodes x 2 agents x ~1,000 tokens x 46 KB/token (fp32) is ~1.5 GB of session KV;
     # under the hf default bound (1 GiB) an LRU over sessions used round-robin evicts the next ones.
     naive = mode == "naive"
-    llm = build(0 if naive else int(args.kv_cache_gb * (1 << 30)), jump_forward=not naive or args.naive_jump)
+    llm = build(
+        0 if naive else int(args.kv_cache_gb * (1 << 30)),
+        args.max_argument_chars,
+        jump_forward=not naive or args.naive_jump,
+        dtype=args.dtype,
+    )
     config = RunConfig(
         rules=RuleConfig(max_turns=args.max_turns),
-        sampling=SamplingParams(temperature=1.0, max_tokens=args.max_tokens),
+        sampling=SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens),
         max_argument_chars=args.max_argument_chars,
         max_live_episodes=1 if mode == "naive" else len(specs),
         use_sessions=mode != "naive",

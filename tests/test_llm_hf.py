@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sotopia_pi_lib.errors import ConfigError
+from sotopia_pi_lib.llm.attention import PACKED_SDPA
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.hf_load import cpu_has_native_bf16
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
@@ -158,6 +159,7 @@ def test_choice_logprobs_match_a_direct_forward(model: HFModel) -> None:
     rows = model.choice_logprobs(prompts, ["A", "B", "C", "D"])
     assert all(set(r) == {"A", "B", "C", "D"} and all(math.isfinite(v) for v in r.values()) for r in rows)
     net, tok = model._loaded.net, model._loaded.tokenizer  # type: ignore[union-attr]
+    assert net.config._attn_implementation == PACKED_SDPA  # on the CPU; the direct forward below uses it too
     for p, row in zip(prompts, rows, strict=True):
         ids = torch.tensor([model.prompt_ids(p)])
         with torch.inference_mode():

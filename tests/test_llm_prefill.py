@@ -50,6 +50,9 @@ def test_groups_limit_padding() -> None:
     assert groups == [[5], [0, 1, 2], [3, 4]]
     assert plan_groups([(40, 0)] * 8, max_tokens=100) == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert plan_groups([(40, 0), (40, 200), (40, 0)], max_tokens=500) == [[0, 1], [2]]  # long prefixes count
+    # long prompts: padding is bounded by 10% of the width (not 25% of the group's tokens), short ones by 32
+    assert plan_groups([(606, 0), (560, 0), (500, 0), (480, 0)], max_tokens=10_000) == [[0, 1], [2, 3]]
+    assert plan_groups([(100, 0), (70, 0), (60, 0)], max_tokens=10_000) == [[0, 1], [2]]
 
 
 def test_a_prompt_waits_for_a_shared_uncached_prefix() -> None:

@@ -13,11 +13,9 @@ once and fed with the row's next forward (a judge's JSON is half forced keys and
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,34 +29,14 @@ from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, s
 from .sampling import choose_tokens
 
 ADMIT_FRACTION = 4
-# Tokens one decode step may feed in all (see Engine._step). Measured on the embedded model, 2 CPU
-# cores, 1,200 cached tokens per row: a step of 9 rows costs 147 ms at 1 token per row, 213 ms at 4,
-# 302 ms at 8; one row feeds 16 tokens in 122 ms against 62 ms for 1.
+# Forced text is fed several tokens per row in one step only while the batch has at most WIDE_ROWS
+# rows, and then at most STEP_TOKENS tokens in all. A wide step costs every row its width in attention
+# (measured, embedded model in bfloat16, 2 CPU cores, 1,200 cached tokens per row: 1 row 47 ms at 1
+# token and 49 at 8; 4 rows 55 vs 85 at 4 tokens; 16 rows of 700: 89 vs 139 at 2). With few rows the
+# saved steps are the episode's own latency; with many, every step some row has forced text, so
+# widening made ~40% of all steps 50% dearer to save one row a step (sim bench: 93 of 438 steps).
+WIDE_ROWS = 4
 STEP_TOKENS = 32
-_GQA_ENV = "TRANSFORMERS_SDPA_FORCE_GQA"
-
-
-@contextmanager
-def native_gqa(enabled: bool) -> Iterator[None]:
-    """Let torch's SDPA handle grouped-query attention for a multi-token step with a mask.
-
-    transformers otherwise copies K and V once per query group for every layer (repeat_kv), which
-    made a 2-token step of 4 rows 3x slower than a 1-token one; torch's CPU kernel broadcasts them.
-    (transformers reads this switch at each attention call; on CUDA it would force the math kernel,
-    hence CPU only.)"""
-    if not enabled:
-        yield
-        return
-    before = os.environ.get(_GQA_ENV)
-    os.environ[_GQA_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(_GQA_ENV, None)
-        else:
-            os.environ[_GQA_ENV] = before
-
 
 
 class Engine:
@@ -200,9 +178,10 @@ class Engine:
     def _step(self, batch: BatchKV, live: list[Live], finish: Callable[..., None]) -> None:
         """One forward over every live row. A row feeds its unfed tokens (its last choice plus any
         forced text), at most `cap` of them: a wide step costs every row its width, so the cap shrinks
-        as the batch grows; a row with more left catches up over the next steps before choosing."""
+        as the batch grows and is 1 past WIDE_ROWS rows; a row with more left catches up over the
+        next steps before choosing."""
         t0 = time.perf_counter()
-        cap = max(1, STEP_TOKENS // len(live))
+        cap = max(1, STEP_TOKENS // len(live)) if len(live) <= WIDE_ROWS else 1
         counts = [min(r.unfed, cap) for r in live]
         batch.step_inputs(counts)
         width = batch.width
@@ -211,14 +190,13 @@ class Engine:
             for r, k in zip(live, counts, strict=True)
         ]
         uneven = counts if any(k != width for k in counts) else None
-        with native_gqa(width > 1 and self.net.device.type == "cpu"):
-            out = self.net(
-                input_ids=torch.tensor(ids, device=self.net.device),
-                position_ids=batch.positions(uneven),
-                attention_mask=batch.step_mask(uneven),
-                cache=batch.as_cache(),
-                use_cache=True,
-            )
+        out = self.net(
+            input_ids=torch.tensor(ids, device=self.net.device),
+            position_ids=batch.positions(uneven),
+            attention_mask=batch.step_mask(uneven),
+            cache=batch.as_cache(),
+            use_cache=True,
+        )
         batch.advance(uneven)
         for r, k in zip(live, counts, strict=True):
             r.unfed -= k

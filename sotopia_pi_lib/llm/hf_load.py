@@ -132,6 +132,10 @@ def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
         net = net.to(device)
     if adapter:
         net = attach_adapter(net, adapter, merge=not opt.load_in_4bit)
+    if device == "cpu" and net.config._attn_implementation == "sdpa":
+        from .attention import PACKED_SDPA  # registers it with transformers
+
+        net.set_attn_implementation(PACKED_SDPA)  # measured on CPUs only; CUDA keeps sdpa
     net.eval()
     return Loaded(
         net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size
