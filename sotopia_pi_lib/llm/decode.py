@@ -9,6 +9,7 @@ together in one preallocated buffer (batch_kv.py); a finished row leaves at once
 refilled from the queue; grammar masks are filled per row in microseconds and applied in one call,
 and text the grammar forces costs no sampling (grammar.py) and no step of its own: it is appended at
 once and fed with the row's next forward (a judge's JSON is half forced keys and punctuation).
+Multi-token calls run attention.py's packed grouped-query attention on the CPU.
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, s
 from .sampling import choose_tokens
 
 ADMIT_FRACTION = 4
-# Forced text is fed several tokens per row in one step only while the batch has at most WIDE_ROWS
-# rows, and then at most STEP_TOKENS tokens in all. A wide step costs every row its width in attention
-# (measured, embedded model in bfloat16, 2 CPU cores, 1,200 cached tokens per row: 1 row 47 ms at 1
-# token and 49 at 8; 4 rows 55 vs 85 at 4 tokens; 16 rows of 700: 89 vs 139 at 2). With few rows the
-# saved steps are the episode's own latency; with many, every step some row has forced text, so
-# widening made ~40% of all steps 50% dearer to save one row a step (sim bench: 93 of 438 steps).
-WIDE_ROWS = 4
+# Tokens one decode step may feed in all (see Engine._step). Measured on the embedded model in
+# bfloat16 with attention.py's packed attention, 2 CPU cores, 1,200 cached tokens per row: one row
+# costs 39 ms at 1 token, 48 at 8; 4 rows 50 ms at 1 token each, 65 at 4; 16 rows of 700 tokens 82 ms
+# at 1, 97 at 2. (Feeding forced text one token per step once the batch is past 4 rows gave the sim
+# bench the same tokens/s, 70.0 vs 70.7 over three seeds, and made a one-shot batch of 16 slower.)
 STEP_TOKENS = 32
 
 
@@ -178,10 +177,9 @@ class Engine:
     def _step(self, batch: BatchKV, live: list[Live], finish: Callable[..., None]) -> None:
         """One forward over every live row. A row feeds its unfed tokens (its last choice plus any
         forced text), at most `cap` of them: a wide step costs every row its width, so the cap shrinks
-        as the batch grows and is 1 past WIDE_ROWS rows; a row with more left catches up over the
-        next steps before choosing."""
+        as the batch grows; a row with more left catches up over the next steps before choosing."""
         t0 = time.perf_counter()
-        cap = max(1, STEP_TOKENS // len(live)) if len(live) <= WIDE_ROWS else 1
+        cap = max(1, STEP_TOKENS // len(live))
         counts = [min(r.unfed, cap) for r in live]
         batch.step_inputs(counts)
         width = batch.width
