@@ -31,13 +31,7 @@ class LLM(ABC):
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         """Run all requests; responses come back in request order."""
 
-    def generate_chained(
-        self,
-        first: Chain,
-        then: Then,
-        *,
-        progress: bool = False,
-    ) -> None:
+    def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         """Requests whose follow-ups depend on their answers (an episode's next turn).
 
         `first` pairs a caller's key with each request; `then(key, response)` is called once per

@@ -159,13 +159,7 @@ class HFModel(LLM):
             for i, r in enumerate(requests)
         ]
 
-    def generate_chained(
-        self,
-        first: Chain,
-        then: Then,
-        *,
-        progress: bool = False,
-    ) -> None:
+    def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         """One decode run for the whole chain: a follow-up is prefilled and joins the running batch
         as soon as the answer it depends on is out, so episodes never wait for the slowest reply of a
         round (16 episodes, 6 turns: 506 decode steps in rounds, see bench/sim_throughput.py)."""

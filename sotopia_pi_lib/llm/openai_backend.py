@@ -182,13 +182,7 @@ class OpenAIModel(LLM):
         log.info("%s: %s", self.spec.label, self._usage.since(before).line())
         return responses
 
-    def generate_chained(
-        self,
-        first: Chain,
-        then: Then,
-        *,
-        progress: bool = False,
-    ) -> None:
+    def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         """Each follow-up is sent as soon as its answer is in (up to max_concurrency in flight), so an
         episode never waits for another episode's slow reply. `then` runs on the client's event-loop
         thread, one call at a time."""

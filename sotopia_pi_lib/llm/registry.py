@@ -86,13 +86,7 @@ class CachedLLM(LLM):
             )
         return out
 
-    def generate_chained(
-        self,
-        first: Chain,
-        then: Then,
-        *,
-        progress: bool = False,
-    ) -> None:
+    def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         """Cached answers are handed to `then` at once (their follow-ups are looked up in turn); only
         misses reach the model, and each fresh answer is stored as it arrives, so an interrupted chain
         keeps what it got."""

@@ -80,13 +80,7 @@ class MeteredLLM(LLM):
             if self._price is not None:
                 u.cost_usd += self._price.cost(r.prompt_tokens, r.completion_tokens)
 
-    def generate_chained(
-        self,
-        first: Chain,
-        then: Then,
-        *,
-        progress: bool = False,
-    ) -> None:
+    def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         def counted(key: Any, response: LLMResponse) -> Chain:
             self._count([response])
             return then(key, response)
