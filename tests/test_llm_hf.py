@@ -12,6 +12,7 @@ import torch
 
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.attention import PACKED_SDPA
+from sotopia_pi_lib.llm.cpu_linear import PackedLinear, can_pack
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.hf_load import cpu_has_native_bf16
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
@@ -160,6 +161,7 @@ def test_choice_logprobs_match_a_direct_forward(model: HFModel) -> None:
     assert all(set(r) == {"A", "B", "C", "D"} and all(math.isfinite(v) for v in r.values()) for r in rows)
     net, tok = model._loaded.net, model._loaded.tokenizer  # type: ignore[union-attr]
     assert net.config._attn_implementation == PACKED_SDPA  # on the CPU; a forward without a mask (below)
+    assert isinstance(net.lm_head, PackedLinear) == can_pack(net.dtype)  # weights packed for oneDNN
     # falls through to transformers' sdpa, so the comparison cross-checks the packed path
     for p, row in zip(prompts, rows, strict=True):
         ids = torch.tensor([model.prompt_ids(p)])

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+from sotopia_pi_lib.llm import kvcache
 from sotopia_pi_lib.llm.kvcache import BLOCK
 from sotopia_pi_lib.llm.prefill import PrefillItem, plan_groups, prefill_group, split_shared
 
@@ -29,8 +30,10 @@ def full(net: LlamaForCausalLM, ids: list[int]) -> tuple[torch.Tensor, torch.Ten
     return out.logits[0, -1], kv
 
 
-def test_group_prefill_equals_each_prompt_alone(tiny: LlamaForCausalLM) -> None:
-    """Rows with different cached prefixes (none, short, long) and different new lengths."""
+def test_group_prefill_equals_each_prompt_alone(tiny: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows with different cached prefixes (none, short, long) and different new lengths. The group's
+    buffer starts as NaN: a row's hole before its prefix is masked yet meets V with weight 0."""
+    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, like: like.new_full(shape, float("nan")))
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (7, 20, 33, 12)]
     reused = [0, 5, 30, 11]

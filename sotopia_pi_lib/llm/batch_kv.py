@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from . import kvcache
 from .kvcache import KV
 
 
@@ -50,10 +51,14 @@ class BatchKV:
         """A new buffer with the data at columns [left, left + width) and `right` free columns after it."""
         layers, two, _, heads, _, head_dim = self.buf.shape
         width = self.end - self.start
-        # zeros, not empty: a masked column still enters softmax(QK) @ V with weight 0, and 0 * NaN from
-        # uninitialised memory would be NaN
-        new = self.buf.new_zeros(layers, two, capacity, heads, left + width + right, head_dim)
+        # Kept finite: every live row's columns [0, end). A masked column still enters softmax(QK) @ V
+        # with weight 0, and 0 * NaN from uninitialised memory would be NaN. Zeroing only what a row
+        # can read (not the whole new buffer, 500 MB for 16 rows of 1,400 tokens) saved the sim bench
+        # ~0.2-0.7 s per reallocation: the columns right of `end` are written by each step before
+        # anything reads them, and `add` zeroes a new row's left part.
+        new = kvcache.uninitialised((layers, two, capacity, heads, left + width + right, head_dim), self.buf)
         n = self.rows
+        new[:, :, :n, :, :left] = 0
         new[:, :, :n, :, left : left + width] = self.buf[:, :, :n, :, self.start : self.end]
         valid = self.valid.new_zeros(capacity, left + width + right)
         valid[:n, left : left + width] = self.valid[:n, self.start : self.end]
@@ -74,6 +79,7 @@ class BatchKV:
         if self.end < n or self.columns - self.end < room or capacity > self.buf.shape[2]:
             self._realloc(max(0, n - (self.end - self.start)), self._growth(room), capacity)
         row = self.rows
+        self.buf[:, :, row, :, : self.end - n] = 0
         self.buf[:, :, row, :, self.end - n : self.end] = kv
         self.valid[row] = False
         self.valid[row, self.end - n : self.end] = True

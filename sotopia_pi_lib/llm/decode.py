@@ -194,6 +194,7 @@ class Engine:
             attention_mask=batch.step_mask(uneven),
             cache=batch.as_cache(),
             use_cache=True,
+            logits_to_keep=1,  # a row chooses after its last fed token only; the vocabulary head is 1/5 of the weights
         )
         batch.advance(uneven)
         for r, k in zip(live, counts, strict=True):

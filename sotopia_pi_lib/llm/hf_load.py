@@ -136,6 +136,11 @@ def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
         from .attention import PACKED_SDPA  # registers it with transformers
 
         net.set_attn_implementation(PACKED_SDPA)  # measured on CPUs only; CUDA keeps sdpa
+    if device == "cpu" and not opt.load_in_4bit:
+        from .cpu_linear import can_pack, pack_linears
+
+        if can_pack(dtype):
+            pack_linears(net)  # after the adapter is merged: it packs the merged weights
     net.eval()
     return Loaded(
         net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size

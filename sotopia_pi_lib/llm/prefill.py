@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from . import kvcache
 from .kvcache import BLOCK, KV, block_hashes
 
 # A row joins a group while the padding it adds is at most the larger of PAD_TOKENS and
@@ -81,13 +82,17 @@ def prefill_group(net: Any, items: list[PrefillItem], pad_id: int) -> tuple[torc
     dtype, device = kv_dtype_device(net)
     news = [len(it.tokens) - it.reused for it in items]
     P, Q = max(it.reused for it in items), max(news)
-    buf = torch.zeros(layers, 2, len(items), heads, P + Q, head_dim, dtype=dtype, device=device)
+    # Uninitialised but for each row's hole before its prefix (masked, yet it meets V with weight 0, so
+    # it must not be NaN): the prefixes are copied in and the forward writes all Q query columns.
+    like = torch.empty(0, dtype=dtype, device=device)
+    buf = kvcache.uninitialised((layers, 2, len(items), heads, P + Q, head_dim), like)
     ids = torch.full((len(items), Q), pad_id, dtype=torch.long)
     positions = torch.zeros((len(items), Q), dtype=torch.long)
     mask = torch.zeros((len(items), 1, Q, P + Q), dtype=torch.bool)
     query_cols = torch.arange(P, P + Q)
     cols = torch.arange(P + Q)
     for r, (it, n) in enumerate(zip(items, news, strict=True)):
+        buf[:, :, r, :, : P - it.reused] = 0
         if it.prefix is not None:
             buf[:, :, r, :, P - it.reused : P] = it.prefix
         ids[r, Q - n :] = torch.tensor(it.tokens[it.reused :])

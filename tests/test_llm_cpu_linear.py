@@ -1,0 +1,64 @@
+"""Linear layers packed for oneDNN give the outputs of the plain ones (bit-identical in bfloat16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from sotopia_pi_lib.llm.cpu_linear import PackedLinear, can_pack, pack_linears
+
+DTYPES = [d for d in (torch.float32, torch.bfloat16) if can_pack(d)]
+
+
+def tiny(dtype: torch.dtype) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, attention_bias=True,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+@pytest.mark.skipif(not DTYPES, reason="this torch has no oneDNN")
+@pytest.mark.parametrize("dtype", DTYPES)
+@torch.inference_mode()
+def test_packed_model_gives_the_plain_models_logits(dtype: torch.dtype) -> None:
+    net = tiny(dtype)
+    ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(1))
+    before = net(input_ids=ids).logits
+    linears = sum(type(m) is nn.Linear for m in net.modules())
+    assert pack_linears(net) == linears == 2 * 7 + 1  # q k v o gate up down per layer, and the head
+    assert not any(type(m) is nn.Linear for m in net.modules())
+    after = net(input_ids=ids).logits
+    if dtype == torch.bfloat16:
+        assert torch.equal(before, after)  # the same oneDNN kernel, minus the per-call reorder
+    else:
+        torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    one_row = net(input_ids=ids[:1, :1]).logits  # decode-step shape
+    torch.testing.assert_close(one_row[0, 0].float(), after[0, 0].float(), atol=2e-2, rtol=0)
+
+
+def test_subclasses_of_linear_are_left_alone() -> None:
+    class Special(nn.Linear):
+        pass
+
+    net = nn.Sequential(nn.Linear(4, 4), Special(4, 4))
+    if not can_pack(torch.float32):
+        pytest.skip("this torch has no oneDNN")
+    assert pack_linears(net) == 1
+    assert isinstance(net[0], PackedLinear) and type(net[1]) is Special
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not can_pack(torch.bfloat16), reason="this CPU has no native bfloat16 in oneDNN")
+@torch.inference_mode()
+def test_embedded_model_packed_is_bit_identical_in_bfloat16(embedded_model_dir: Path) -> None:
+    net = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.bfloat16).eval()
+    ids = torch.randint(0, 40_000, (2, 40), generator=torch.Generator().manual_seed(2))
+    before = net(input_ids=ids).logits
+    assert pack_linears(net) == 30 * 7 + 1
+    assert torch.equal(net(input_ids=ids).logits, before)
