@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
         "--dtype", default="auto", help="hf dtype of both runs (auto: bfloat16 where the CPU has it)"
     )
     p.add_argument("--naive-jump", action="store_true", help="naive loop also feeds forced text at once")
+    p.add_argument("--no-pack", action="store_true", help="both runs keep plain nn.Linear weights on the CPU")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args()
 
@@ -82,8 +83,10 @@ def describe(records: list[EpisodeRecord]) -> dict:
     }
 
 
-def build(kv_cache_bytes: int, max_argument_chars: int, jump_forward: bool = True, dtype: str = "auto"):
-    options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward, "dtype": dtype}
+def build(
+    kv_cache_bytes: int, max_argument_chars: int, jump_forward: bool = True, dtype: str = "auto", pack: bool = True
+):
+    options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward, "dtype": dtype, "pack_weights": pack}
     llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
     warm = LLMRequest(
         messages=(Message(role="user", content="Hi"),),
@@ -103,6 +106,7 @@ def run(mode: str, specs, args) -> dict:
         args.max_argument_chars,
         jump_forward=not naive or args.naive_jump,
         dtype=args.dtype,
+        pack=not args.no_pack,
     )
     config = RunConfig(
         rules=RuleConfig(max_turns=args.max_turns),

@@ -9,7 +9,8 @@ together in one preallocated buffer (batch_kv.py); a finished row leaves at once
 refilled from the queue; grammar masks are filled per row in microseconds and applied in one call,
 and text the grammar forces costs no sampling (grammar.py) and no step of its own: it is appended at
 once and fed with the row's next forward (a judge's JSON is half forced keys and punctuation).
-Multi-token calls run attention.py's packed grouped-query attention on the CPU.
+Multi-token calls run attention.py's packed grouped-query attention on the CPU, and there the linear
+layers' weights are packed once for oneDNN (cpu_linear.py), which matters most for decode steps.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The `hf` backend: a local transformers model (CPU or CUDA), optional LoRA adapter, optional 4-bit.
 
 Options (spec.options, checked at construction; see hf_load.HFOptions): device, dtype, load_in_4bit,
-max_batch_size, max_batch_tokens, kv_cache_bytes. Weights load on the first generate/choice_logprobs
-call, never in the constructor or identity(): a fully cached re-run must not load a model.
+max_batch_size, max_batch_tokens, kv_cache_bytes, jump_forward, pack_weights. Weights load on the
+first generate/choice_logprobs call, never in the constructor or identity(): a fully cached re-run
+must not load a model.
 
 Generation runs decode.py's loop (continuous batching, grouped prefill, KV kept across calls and found
 by session or shared prefix, xgrammar-constrained JSON); see there for why it is not model.generate.

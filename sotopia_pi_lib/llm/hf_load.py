@@ -34,6 +34,9 @@ class HFOptions(BaseModel):
     max_batch_tokens: int = Field(32768, ge=64, description="KV tokens the running batch may hold")
     kv_cache_bytes: int = Field(2 << 30, ge=0, description="KV kept across calls (0: no reuse)")
     jump_forward: bool = Field(True, description="feed text the JSON grammar forces without a step per token")
+    pack_weights: bool = Field(
+        True, description="CPU: keep linear weights in oneDNN's layout (cpu_linear.py; bf16 bit-identical)"
+    )
 
 
 def parse_options(spec: ModelSpec) -> HFOptions:
@@ -136,7 +139,7 @@ def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
         from .attention import PACKED_SDPA  # registers it with transformers
 
         net.set_attn_implementation(PACKED_SDPA)  # measured on CPUs only; CUDA keeps sdpa
-    if device == "cpu" and not opt.load_in_4bit:
+    if device == "cpu" and opt.pack_weights and not opt.load_in_4bit:
         from .cpu_linear import can_pack, pack_linears
 
         if can_pack(dtype):
