@@ -70,8 +70,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
-    if not can_pack(dtype):
-        raise SystemExit(f"oneDNN cannot pack {args.dtype} weights on this CPU/torch; nothing to compare")
+    if not can_pack(dtype):  # not an error: the hf backend then keeps plain weights, as compared here
+        print(f"oneDNN cannot pack {args.dtype} weights with this CPU and torch; the hf backend keeps plain ones")
+        return
     nets = {"plain": load(dtype, False), "packed": load(dtype, True)}
     ids = torch.randint(0, 40_000, (2, 64), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
