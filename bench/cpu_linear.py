@@ -1,9 +1,9 @@
 """Linear weights packed for oneDNN (llm/cpu_linear.py) against plain nn.Linear, side by side.
 
-Two copies of the embedded model in one process, one as transformers loads it and one with its
-linear layers packed (what the hf backend does on a CPU), timed in alternating rounds so a noisy
+Two copies of the embedded model in one process, both loaded as the hf backend loads them on a CPU
+(packed attention), one with `pack_weights: false`, timed in alternating rounds so a noisy
 machine hits both alike: one decode step of 1, 5 and 16 rows over a cached context (the KV buffer
-of decode.py, packed attention), and one 400-token prompt. Prints the median of each over the rounds
+of decode.py), and one 400-token prompt. Prints the median of each over the rounds
 and plain / packed. Also checks the two give bit-identical logits in bfloat16.
 
     python bench/cpu_linear.py
@@ -17,22 +17,19 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from sotopia_pi_lib.data import ensure_embedded_model
-from sotopia_pi_lib.llm.attention import PACKED_SDPA
+from sotopia_pi_lib.llm import hf_load
 from sotopia_pi_lib.llm.batch_kv import BatchKV
-from sotopia_pi_lib.llm.cpu_linear import can_pack, pack_linears
+from sotopia_pi_lib.llm.cpu_linear import can_pack
+from sotopia_pi_lib.llm.hf_load import HFOptions
 
 SHAPES = [(1, 900), (5, 900), (16, 700)]  # decode rows, cached tokens per row
 
 
-def load(dtype: torch.dtype, pack: bool):
-    net = AutoModelForCausalLM.from_pretrained(ensure_embedded_model(), dtype=dtype).eval()
-    net.set_attn_implementation(PACKED_SDPA)
-    if pack:
-        pack_linears(net)
-    return net
+def load(dtype: str, pack: bool):
+    """As the hf backend loads it on this CPU, with or without packed weights."""
+    return hf_load.load(str(ensure_embedded_model()), None, HFOptions(dtype=dtype, pack_weights=pack)).net
 
 
 @torch.inference_mode()
@@ -73,7 +70,7 @@ def main() -> None:
     if not can_pack(dtype):  # not an error: the hf backend then keeps plain weights, as compared here
         print(f"oneDNN cannot pack {args.dtype} weights with this CPU and torch; the hf backend keeps plain ones")
         return
-    nets = {"plain": load(dtype, False), "packed": load(dtype, True)}
+    nets = {"plain": load(args.dtype, False), "packed": load(args.dtype, True)}
     ids = torch.randint(0, 40_000, (2, 64), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         plain, packed = (nets[k](input_ids=ids).logits for k in ("plain", "packed"))

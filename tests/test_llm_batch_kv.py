@@ -32,7 +32,7 @@ def prefill(net: LlamaForCausalLM, ids: list[int]) -> tuple[torch.Tensor, torch.
 def nan_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """New buffers start as NaN, not as the zeros fresh memory happens to hold: a masked column still
     meets V with weight 0, so any uninitialised column a step reads would turn its output into NaN."""
-    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, like: like.new_full(shape, float("nan")))
+    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
 
 
 @torch.inference_mode()

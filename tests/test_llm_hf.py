@@ -160,9 +160,9 @@ def test_choice_logprobs_match_a_direct_forward(model: HFModel) -> None:
     rows = model.choice_logprobs(prompts, ["A", "B", "C", "D"])
     assert all(set(r) == {"A", "B", "C", "D"} and all(math.isfinite(v) for v in r.values()) for r in rows)
     net, tok = model._loaded.net, model._loaded.tokenizer  # type: ignore[union-attr]
-    assert net.config._attn_implementation == PACKED_SDPA  # on the CPU; a forward without a mask (below)
     assert isinstance(net.lm_head, PackedLinear) == can_pack(net.dtype)  # weights packed for oneDNN
-    # falls through to transformers' sdpa, so the comparison cross-checks the packed path
+    assert net.config._attn_implementation == PACKED_SDPA  # on the CPU; a forward without a mask (below)
+    # falls through to transformers' sdpa, so the comparison cross-checks the packed attention
     for p, row in zip(prompts, rows, strict=True):
         ids = torch.tensor([model.prompt_ids(p)])
         with torch.inference_mode():

@@ -33,7 +33,7 @@ def full(net: LlamaForCausalLM, ids: list[int]) -> tuple[torch.Tensor, torch.Ten
 def test_group_prefill_equals_each_prompt_alone(tiny: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows with different cached prefixes (none, short, long) and different new lengths. The group's
     buffer starts as NaN: a row's hole before its prefix is masked yet meets V with weight 0."""
-    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, like: like.new_full(shape, float("nan")))
+    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (7, 20, 33, 12)]
     reused = [0, 5, 30, 11]

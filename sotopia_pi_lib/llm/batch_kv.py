@@ -56,7 +56,8 @@ class BatchKV:
         # can read (not the whole new buffer, 500 MB for 16 rows of 1,400 tokens) saved the sim bench
         # ~0.2-0.7 s per reallocation: the columns right of `end` are written by each step before
         # anything reads them, and `add` zeroes a new row's left part.
-        new = kvcache.uninitialised((layers, two, capacity, heads, left + width + right, head_dim), self.buf)
+        shape = (layers, two, capacity, heads, left + width + right, head_dim)
+        new = kvcache.uninitialised(shape, self.buf.dtype, self.buf.device)
         n = self.rows
         new[:, :, :n, :, :left] = 0
         new[:, :, :n, :, left : left + width] = self.buf[:, :, :n, :, self.start : self.end]

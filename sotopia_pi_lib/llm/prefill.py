@@ -84,8 +84,7 @@ def prefill_group(net: Any, items: list[PrefillItem], pad_id: int) -> tuple[torc
     P, Q = max(it.reused for it in items), max(news)
     # Uninitialised but for each row's hole before its prefix (masked, yet it meets V with weight 0, so
     # it must not be NaN): the prefixes are copied in and the forward writes all Q query columns.
-    like = torch.empty(0, dtype=dtype, device=device)
-    buf = kvcache.uninitialised((layers, 2, len(items), heads, P + Q, head_dim), like)
+    buf = kvcache.uninitialised((layers, 2, len(items), heads, P + Q, head_dim), dtype, device)
     ids = torch.full((len(items), Q), pad_id, dtype=torch.long)
     positions = torch.zeros((len(items), Q), dtype=torch.long)
     mask = torch.zeros((len(items), 1, Q, P + Q), dtype=torch.bool)
