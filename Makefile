@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 RUN ?= smoke
 PARAMS ?= params/$(RUN).yaml
 STAMP := $(VENV)/.installed
+# The official sotopia package (0.0.6) needs Python 3.11 and pydantic 1: its own environment.
+SOTOPIA_VENV := .venv-sotopia
+SOTOPIA_PYTHON ?= python3.11
+SOTOPIA_STAMP := $(SOTOPIA_VENV)/.installed
 MODEL_DIR := models/smollm2-135m-instruct
 
 # torch's OpenMP threads spin-wait by default; on a shared 2-core machine that makes every other
@@ -16,7 +20,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PIPE := $(BIN)/python -m sotopia_pi_lib.pipeline --params $(PARAMS) --run $(RUN)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data model all test lint lab figures bench clean
+.PHONY: help setup sotopia data model all test lint lab figures bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +35,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv with the package installed editable (fast when already done)
 
+$(SOTOPIA_STAMP): requirements-sotopia.txt
+	test -d $(SOTOPIA_VENV) || $(SOTOPIA_PYTHON) -m venv $(SOTOPIA_VENV)
+	# a full lock: --no-deps installs exactly these pins (see the file's header for why)
+	$(SOTOPIA_VENV)/bin/pip install -q --no-deps -r requirements-sotopia.txt
+	touch $@
+
+sotopia: $(SOTOPIA_STAMP) ## create .venv-sotopia with the official sotopia package (the paper's version), driven out of process
+
 data: $(STAMP) ## fetch and verify the SOTOPIA files and MMLU into data/
 	$(BIN)/python -m sotopia_pi_lib.data sotopia mmlu
 
@@ -42,7 +54,7 @@ all: setup data model ## set up, then run the whole study (notebooks 01-06) on P
 # (the pipeline skips a stage while its results/RUN/<stage>/_done.json is valid and newer than PARAMS
 #  and its notebook; a deleted or changed output re-runs that stage and every later one)
 
-test: setup data model ## run the test suite (the README's test command)
+test: setup sotopia data model ## run the test suite (the README's test command)
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff on the library, tests and benchmarks
@@ -58,5 +70,5 @@ bench: setup data model ## run every benchmark under bench/ and print its number
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: ## remove the virtual environment, caches and fetched data (keeps results/)
-	rm -rf $(VENV) data models cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SOTOPIA_VENV) data models cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
