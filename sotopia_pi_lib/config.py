@@ -19,9 +19,10 @@ from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
 from .pi.train_config import TrainConfig
-from .sim.runner import RunConfig as SimulationConfig
+from .sim.runner import RunConfig as EpisodeRunConfig
 
 ROLES = ("task_generator", "expert", "policy", "partner", "judge")
+Role = Literal["task_generator", "expert", "policy", "partner", "judge"]
 
 
 class _Strict(BaseModel):
@@ -31,6 +32,13 @@ class _Strict(BaseModel):
 class RunConfig(_Strict):
     name: str = Field(description="run folder under results/")
     seed: int = 0
+
+
+class SimulationConfig(EpisodeRunConfig):
+    """How episodes are played (sim.runner.RunConfig) and which role's model reformats an agent output
+    that holds no valid action (the paper: GPT-3.5, its partner)."""
+
+    reformat_role: Role = "partner"
 
 
 class RoleModels(_Strict):
@@ -48,7 +56,9 @@ class JudgeConfig(_Strict):
 
     samples: int = Field(1, ge=1)
     temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
-    reasoning_max_chars: int = Field(REASONING_MAX_CHARS, ge=16, description="cap on each dimension's reasoning (schema maxLength)")
+    reasoning_max_chars: int | None = Field(
+        REASONING_MAX_CHARS, ge=16,
+        description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
 
 
 class CollectConfig(_Strict):

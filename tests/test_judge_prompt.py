@@ -10,7 +10,7 @@ import pytest
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.judge import DIMENSIONS, judge_max_tokens, judge_request, judge_schema
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
-from sotopia_pi_lib.sim.prompts import clean_goal
+from sotopia_pi_lib.sim.visibility import render_goal, render_marked
 
 SCRIPTS = json.loads((Path(__file__).parent / "fixtures" / "judge_episode_scripts.json").read_text())
 
@@ -20,7 +20,6 @@ def scripted_episode(sotopia, script: dict, with_profiles: bool = True) -> Episo
     combo = sotopia.combos[script["combo_index"]]
     env = sotopia.environments[combo.env_id]
     people = tuple(sotopia.agents[a] for a in combo.agent_ids)
-    rel = sotopia.relationship_between(*combo.agent_ids)
     turns = [
         Turn(index=i, agent=i % 2, action=AgentAction(action_type=t, argument=a),
              raw=json.dumps({"action_type": t, "argument": a}))
@@ -30,10 +29,9 @@ def scripted_episode(sotopia, script: dict, with_profiles: bool = True) -> Episo
         episode_id=f"{env.codename}-{combo.combo_id}", env_id=env.env_id, combo_id=combo.combo_id,
         codename=env.codename, scenario=env.scenario, agent_ids=combo.agent_ids,
         agent_names=(people[0].name, people[1].name), goals=env.agent_goals, models=("hf:embedded",) * 2,
-        prompt_version="sotopia-pi-lib/v1", seed=script["combo_index"], turns=turns,
+        prompt_version="sotopia-pi-lib/v2", seed=script["combo_index"], turns=turns,
         end_reason=script["end_reason"], tags={"source": "test"},
         agent_profiles=people if with_profiles else None, relationship=env.relationship,
-        background_story=rel.background_story if rel else None,
     )  # fmt: skip
 
 
@@ -43,12 +41,16 @@ def test_prompt_holds_episode_goals_secrets_and_rubric(sotopia, script):
     request = judge_request(record)
     system, user = request.messages
     assert system.role == "system" and user.role == "user"
-    assert record.scenario.strip() in user.content
+    assert render_marked(record.scenario, "environment").strip() in user.content
     for i, profile in enumerate(record.agent_profiles):
         assert profile.name in user.content
         assert profile.secret.strip() in user.content, "the judge must see both secrets"
-        assert clean_goal(record.goals[i]) in user.content, "the judge must see both goals"
+        assert render_goal(record.goals[i], i, "environment").strip() in user.content, "the judge sees both goals"
     assert "<extra_info>" not in user.content
+    # what SOTOPIA's evaluator is not given: why the episode ended, the relationship, the pair's story
+    assert "ended because" not in user.content and "Relationship" not in user.content
+    pair = sotopia.relationship_between(*record.agent_ids)
+    assert pair is None or not pair.background_story or pair.background_story.strip() not in user.content
     for turn in record.turns:
         if turn.action.argument:
             assert turn.action.argument in user.content

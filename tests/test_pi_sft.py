@@ -18,9 +18,8 @@ def _record(sotopia) -> EpisodeRecord:
              for i, (a, g) in enumerate(acts)]
     return EpisodeRecord(episode_id="e1", env_id=setup.env_id, combo_id=setup.combo_id, scenario=setup.scenario,
                          agent_ids=setup.agent_ids, agent_names=setup.agent_names, goals=setup.goals,
-                         models=("m", "m"), prompt_version="sotopia-pi-lib/v1", seed=0, turns=turns,
-                         end_reason="leave", agent_profiles=setup.agents, relationship=setup.relationship,
-                         background_story=setup.background_story)
+                         models=("m", "m"), prompt_version="sotopia-pi-lib/v2", seed=0, turns=turns,
+                         end_reason="leave", agent_profiles=setup.agents, relationship=setup.relationship)
 
 
 def test_examples_are_the_rendered_prompts_of_the_kept_agent(sotopia):

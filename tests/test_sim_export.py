@@ -1,5 +1,5 @@
 """Export to sotopia's EpisodeLog JSON shape: checked against the field set always, and against
-sotopia's own model when the `sotopia` package is importable."""
+sotopia's own model in the official environment (`make sotopia`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.judge import DIMENSIONS, RUBRIC_VERSION, EpisodeRating, parse_judgement
 from sotopia_pi_lib.judge.prompt import judge_prompt_text
+from sotopia_pi_lib.official import official_available, run_official
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
 from sotopia_pi_lib.sim.export import export_episode_logs, to_episode_log
 
@@ -34,8 +35,9 @@ def scripted_episode(sotopia, script: dict) -> EpisodeRecord:
         episode_id=f"{env.codename}-{combo.combo_id}", env_id=env.env_id, combo_id=combo.combo_id,
         codename=env.codename, scenario=env.scenario, agent_ids=combo.agent_ids,
         agent_names=(people[0].name, people[1].name), goals=env.agent_goals,
-        models=("hf:embedded", "openai:gpt-3.5-turbo"), prompt_version="sotopia-pi-lib/v1", seed=0,
+        models=("hf:embedded", "openai:gpt-3.5-turbo"), prompt_version="sotopia-pi-lib/v2", seed=0,
         turns=turns, end_reason=script["end_reason"], tags={"source": "bc", "round": "1"},
+        relationship=env.relationship,
     )  # fmt: skip
 
 
@@ -138,13 +140,15 @@ def test_unrated_and_ambiguous_exports_are_errors(sotopia):
         to_episode_log(record, two, judge="openai:gpt-4")
 
 
-def test_export_validates_against_sotopias_episode_log(exported, monkeypatch, tmp_path):
-    """Run where the `sotopia` extra is installed (its import needs Redis unless told to use files)."""
-    monkeypatch.setenv("SOTOPIA_STORAGE_BACKEND", "local")
-    monkeypatch.setenv("HOME", str(tmp_path))  # its local backend creates ~/.sotopia on import
-    logs = pytest.importorskip("sotopia.database.logs")
+def test_export_validates_against_sotopias_episode_log(exported):
+    """The official EpisodeLog model (sotopia 0.0.6, out of process) accepts every exported line."""
+    if not official_available():
+        pytest.skip("run `make sotopia` first")
     _, lines, path = exported
-    for line, raw in zip(lines, path.read_text().splitlines(), strict=True):
-        log = logs.EpisodeLog.model_validate_json(raw)
-        assert log.pk == line["pk"] and log.rewards[0][1]["goal"] == line["rewards"][0][1]["goal"]
-        assert logs.BaseEpisodeLog(**line).messages == [[tuple(m) for m in step] for step in line["messages"]]
+    out = run_official("check_episode_logs", {"lines": path.read_text().splitlines()})
+    assert out["errors"] == [None] * len(lines)
+    for line, parsed in zip(lines, out["parsed"], strict=True):
+        assert parsed["pk"] == line["pk"] and parsed["rewards"][0][1]["goal"] == line["rewards"][0][1]["goal"]
+        assert parsed["messages"] == line["messages"]
+    broken = json.loads(path.read_text().splitlines()[0]) | {"rewards": [1.0]}  # one reward for two agents
+    assert "do not match" in run_official("check_episode_logs", {"lines": [json.dumps(broken)]})["errors"][0]

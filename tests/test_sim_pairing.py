@@ -20,12 +20,12 @@ def test_benchmark_task_sets_use_fixed_combos(sotopia):
     assert full[0].goals == sotopia.environments[first.env_id].agent_goals
 
 
-def test_background_story_only_when_relationship_agrees(sotopia):
-    for s in setups_for_task_set(sotopia, "sotopia_all"):
-        rel = sotopia.relationship_between(*s.agent_ids)
-        if s.background_story is not None:
-            assert rel is not None and rel.relationship == s.relationship
-            assert s.background_story == rel.background_story
+def test_the_setup_takes_the_scenarios_relationship_not_the_pairs(sotopia):
+    """SOTOPIA decides what agents see by the scenario's relationship; the pair's own profile and story
+    are shown to no one, so the setup carries neither."""
+    for s in setups_for_task_set(sotopia, "sotopia_all")[::25]:
+        assert s.relationship == sotopia.environments[s.env_id].relationship
+        assert "background_story" not in type(s).model_fields
 
 
 def generated_task(sotopia, **changes):
@@ -42,7 +42,7 @@ def test_sampled_pairs_respect_relationship_and_ages(sotopia):
         rel = sotopia.relationship_between(*s.agent_ids)
         assert rel is not None and rel.relationship == 3
         assert 30 <= s.agents[0].age <= 70 and 18 <= s.agents[1].age <= 40
-        assert s.env_id == "gen-1" and s.background_story == rel.background_story
+        assert s.env_id == "gen-1" and s.relationship == 3
     assert [s.agent_ids for s in sample_pairs(task, sotopia, 5, seed=1)] == [s.agent_ids for s in setups]
     assert [s.agent_ids for s in sample_pairs(task, sotopia, 5, seed=2)] != [s.agent_ids for s in setups]
 

@@ -25,7 +25,7 @@ from sotopia_pi_lib.sim import (
     run_episodes,
     setups_for_task_set,
 )
-from sotopia_pi_lib.sim.prompts import clean_goal
+from sotopia_pi_lib.sim.visibility import render_goal
 
 pytestmark = pytest.mark.model
 FAST = dict(max_argument_chars=60, progress=False)
@@ -61,7 +61,7 @@ def llm(embedded_model_dir) -> LLM:
 @pytest.fixture(scope="module")
 def setups(sotopia):
     full = setups_for_task_set(sotopia, "sotopia_all")
-    return [s for s in full if clean_goal(s.goals[0]) != clean_goal(s.goals[1])][::50]
+    return [s for s in full if render_goal(s.goals[0], 0, "environment") != render_goal(s.goals[1], 1, "environment")][::50]
 
 
 def turn_requests(calls: list[list[LLMRequest]]) -> dict[str, list[LLMRequest]]:
@@ -93,11 +93,12 @@ def test_batched_episodes_obey_rules_and_prompts_rebuild(llm, setups):
             other = 1 - t.agent
             said = " ".join(x.action.argument for x in rec.turns[: t.index])
             text = "\n".join(m.content for m in request.messages)
-            if clean_goal(rec.goals[other]) not in said:
-                assert clean_goal(rec.goals[other]) not in text
+            theirs = render_goal(rec.goals[other], other, "environment").strip()
+            if theirs not in said:
+                assert theirs not in text
             if rec.agent_profiles[other].secret not in said:
                 assert rec.agent_profiles[other].secret not in text
-            assert clean_goal(rec.goals[t.agent]) in text
+            assert render_goal(rec.goals[t.agent], t.agent, ("agent_0", "agent_1")[t.agent]).strip() in text
 
 
 def _force(rule: Callable[[str, int], list[str] | None]) -> Callable[[list[LLMRequest]], list[LLMRequest]]:
@@ -121,18 +122,19 @@ def _force(rule: Callable[[str, int], list[str] | None]) -> Callable[[list[LLMRe
 
 
 def test_leave_stale_and_cap_end_episodes(llm, setups):
-    config = RunConfig(rules=RuleConfig(max_turns=4), **FAST)
+    """Official ending: a `none` by the second agent is stale at once; the limit of 4 is exceeded at 5."""
+    config = RunConfig(rules=RuleConfig(max_turns=4), chained=False, **FAST)
     specs = make_specs(setups[:3], ("m", "m"), seed=3)
     leave, stale, capped = (episode_id(s, config) for s in specs)
-    plan = {leave: {1: ["leave"]}, stale: {1: ["none"], 2: ["none"]}}
+    plan = {leave: {1: ["leave"]}, stale: {1: ["none"]}}
     model = Wrapper(llm, _force(lambda ep, i: plan.get(ep, {}).get(i, ["speak", "action"])))
     records = {r.episode_id: r for r in run_episodes(specs, {"m": model}, config).records}
-    assert [len(c) for c in model.calls] == [3, 3, 2, 1]  # one batch per step with every live episode
+    assert [len(c) for c in model.calls] == [3, 3, 1, 1, 1]  # one batch per step with every live episode
     assert [t.action.action_type for t in records[leave].turns][1:] == ["leave"]
     assert records[leave].end_reason == "leave"
-    assert [t.action.action_type for t in records[stale].turns][1:] == ["none", "none"]
+    assert [t.action.action_type for t in records[stale].turns][1:] == ["none"]
     assert records[stale].end_reason == "stale"
-    assert len(records[capped].turns) == 4 and records[capped].end_reason == "max_turns"
+    assert len(records[capped].turns) == 5 and records[capped].end_reason == "max_turns"
     for r in records.values():
         assert rule_violations(r, config.rules) == []
 
@@ -164,8 +166,8 @@ class Crash(RuntimeError):
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
-    """A finishes early (leaves at turn 1), B runs to the cap, C starts when A is done; the run is
-    killed after A and B are stored, while C is in flight with one turn generated."""
+    """A finishes early (leaves at turn 1), B runs past the limit (4 turns), C starts when A is done;
+    the run is killed after A and B are stored, while C is in flight with two turns generated."""
     config = RunConfig(rules=RuleConfig(max_turns=3), max_live_episodes=2, **FAST)
     specs = make_specs(setups[:3], ("m", "m"), seed=11, tags={"source": "test"})
     a = episode_id(specs[0], config)
@@ -188,7 +190,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
         specs, {"m": Wrapper(cached, _force(lambda ep, i: ["speak", "action"]))}, config, EpisodeStore(path)
     )
     assert (result.summary.skipped, result.summary.completed) == (2, 1)
-    assert result.summary.cached_turns == 1  # C's first turn replays from the response cache
+    assert result.summary.cached_turns == 2  # C's first two turns replay from the response cache
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     ids = [r.episode_id for r in EpisodeStore(path).records()]
     assert len(lines) == len(ids) == 3 and set(ids) == {episode_id(s, config) for s in specs}

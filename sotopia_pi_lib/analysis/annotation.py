@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..errors import DataError
 from ..judge.rubric import DIMENSIONS as RUBRIC_DIMENSIONS
 from ..sim.episode import EpisodeRecord
-from ..sim.prompts import clean_goal, describe_action
+from ..sim.prompts import describe_action
+from ..sim.visibility import render_goal
 from ..store import atomic_write_text
 from .agreement import DIMENSION_RANGES, DIMENSIONS
 
@@ -79,7 +80,8 @@ def packet_episode(rec: EpisodeRecord) -> PacketEpisode:
     in an episode dict never reach the page."""
     lines = [f"Turn {t.index + 1}: {describe_action(rec.agent_names[t.agent], t.action)}" for t in rec.turns]
     return PacketEpisode(episode_id=rec.episode_id, scenario=rec.scenario, agent_names=rec.agent_names,
-                         goals=(clean_goal(rec.goals[0]), clean_goal(rec.goals[1])), transcript=lines)
+                         goals=(render_goal(rec.goals[0], 0, "environment"), render_goal(rec.goals[1], 1, "environment")),
+                         transcript=lines)
 
 
 def build_packet(episodes: Sequence[EpisodeRecord | Mapping], *, n: int | None = None, seed: int = 0,

@@ -86,9 +86,10 @@ def run_benchmarks(
     data: SotopiaData,
     *,
     sim: RunConfig,
+    reformatter: LLM | None = None,
     both_positions: bool = True,
     judge_samples: int = 1,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
+    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     seed: int = 0,
 ) -> tuple[list[BenchmarkRun], RunSummary]:
     """Play every plan against the partner in ONE batched run (one backend batch per model per step),
@@ -102,7 +103,7 @@ def run_benchmarks(
         specs += eval_specs(p.combos, data, key, partner_key, p.task_set, both_positions, seed)
         files[(p.name, p.task_set)] = p.episodes_path
     store = RoutedStore(files, ("eval_model", "task_set"))
-    result = run_episodes(specs, models, sim, store)
+    result = run_episodes(specs, models, sim, store, reformatter)
     wanted = {s.setup.combo_id for s in specs}
     groups = []
     for p in plans:

@@ -42,11 +42,13 @@ def judge_temperature(samples: int, temperature: float | None) -> float:
     return temperature
 
 
-def rubric_version_for(reasoning_max_chars: int = REASONING_MAX_CHARS) -> str:
+def rubric_version_for(reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> str:
     """The rubric version of ratings made with this reasoning cap (the default keeps the plain version),
     so ratings under another cap never count as done for this one."""
     if reasoning_max_chars == REASONING_MAX_CHARS:
         return RUBRIC_VERSION
+    if reasoning_max_chars is None:
+        return f"{RUBRIC_VERSION}/uncapped"
     return f"{RUBRIC_VERSION}/reasoning{reasoning_max_chars}"
 
 
@@ -76,7 +78,7 @@ def _judge_with(
     agents: Mapping[str, AgentProfile] | None,
     temperature: float,
     progress: bool,
-    reasoning_max_chars: int,
+    reasoning_max_chars: int | None,
 ) -> tuple[list[EpisodeRating], list[str]]:
     label = llm.spec.label
     version = rubric_version_for(reasoning_max_chars)
@@ -105,7 +107,7 @@ def judge_episodes(
     temperature: float | None = None,
     store: RatingStore | None = None,
     progress: bool = True,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
+    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
 ) -> list[EpisodeRating]:
     """SOTOPIA-EVAL ratings of every episode by every judge, `samples` each.
 
@@ -215,7 +217,7 @@ def judge_into_stores(
     samples: int = 1,
     temperature: float | None = None,
     progress: bool = True,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
+    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
 ) -> list[list[EpisodeRating]]:
     """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
     than alone), each rating appended to its own file's store; returns every group's ratings."""

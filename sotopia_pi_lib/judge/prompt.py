@@ -1,8 +1,10 @@
-"""The judge prompt: the whole episode, both goals, both characters with their secrets, the rubric.
+"""The judge prompt: what SOTOPIA's evaluator is given, in the project's own wording.
 
-Unlike an agent, the judge is omniscient (as SOTOPIA's evaluator is): it must know each secret to
-score `secret` and each goal to score `goal`. Turns where an agent did nothing are left out of the
-transcript, as SOTOPIA does, since they carry no content and cost prompt tokens.
+The official `ReachGoalLLMEvaluator` (sotopia/envs/evaluators.py @ 7ba57e46) is given the environment's
+view of the episode: the scenario with every visibility mark rendered, both characters' complete
+backgrounds with their secrets, both goals, and the turns with the `none` actions left out. It is not
+told the relationship type, the pair's background story, or why the episode ended; neither is this
+judge. It must know each secret to score `secret` and each goal to score `goal`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import inspect
 import json
 from collections.abc import Mapping
 
-from ..data.profiles import AgentProfile, RelationshipType
+from ..data.profiles import AgentProfile
+from ..errors import DataError
 from ..llm.types import LLMRequest, Message, SamplingParams
 from ..sim.episode import EpisodeRecord
-from ..sim.prompts import clean_goal, describe_action
-from ..sim.rules import EpisodeSetup, setup_from_record
+from ..sim.prompts import describe_action
+from ..sim.visibility import EnvironmentView, environment_view
 from .ratings import parse_judgement
 from .rubric import DIMENSIONS, REASONING_MAX_CHARS, RUBRIC_VERSION
 from .schema import judge_max_tokens, judge_schema
@@ -24,15 +27,9 @@ from .schema import judge_max_tokens, judge_schema
 SYSTEM = (
     "You are an impartial expert judge of social interactions. You read a role-play between two "
     "characters, each pursuing a private social goal, and rate each character on seven dimensions. "
-    "Judge only from the transcript and the information given. For every dimension, first write one "
-    "or two short sentences of reasoning, then give an integer score within the stated range."
+    "Judge only from the conversation and the information given. For every dimension, first write "
+    "your reasoning as each dimension's instructions ask, then give an integer score within the stated range."
 )
-
-_END = {
-    "leave": "one participant left the conversation",
-    "max_turns": "the turn limit was reached",
-    "stale": "both participants stopped doing anything",
-}
 
 
 def _character(p: AgentProfile, goal: str, label: str) -> str:
@@ -40,19 +37,18 @@ def _character(p: AgentProfile, goal: str, label: str) -> str:
         f"{label}: {p.name} ({p.gender_pronoun.lower()}), {p.age}, {p.occupation}. {p.public_info.strip()} "
         f"Personality and values: {p.personality_and_values.strip()} "
         f"Secret: {p.secret.strip()}\n"
-        f"{p.name}'s goal: {clean_goal(goal)}"
+        f"{p.name}'s goal: {goal.strip()}"
     )
 
 
 def render_transcript(record: EpisodeRecord) -> str:
+    """Every turn where an agent did something, numbered; `none` turns are left out, as SOTOPIA does."""
     names = record.agent_names
-    lines = [
+    return "\n".join(
         f"Turn {t.index + 1}: {describe_action(names[t.agent], t.action)}"
         for t in record.turns
         if t.action.action_type != "none"
-    ]
-    lines.append(f"(The conversation ended because {_END[record.end_reason]}.)")
-    return "\n".join(lines)
+    )
 
 
 def _rubric_text(names: tuple[str, str]) -> str:
@@ -66,25 +62,26 @@ def _rubric_text(names: tuple[str, str]) -> str:
     )
 
 
-def _relationship(setup: EpisodeSetup) -> list[str]:
-    """What the pair were to each other before the talk: the baseline the relationship score moves from."""
-    if setup.relationship is None:
-        return []
-    story = f" {setup.background_story.strip()}" if setup.background_story else ""
-    return [f"Relationship before the conversation: {setup.relationship.name.replace('_', ' ')}.{story}"]
-
-
-def render_judge_messages(setup: EpisodeSetup, record: EpisodeRecord) -> tuple[Message, ...]:
-    names = setup.agent_names
+def render_judge_messages(view: EnvironmentView, record: EpisodeRecord) -> tuple[Message, ...]:
     parts = [
-        f"Scenario: {setup.scenario.strip()}",
-        *_relationship(setup),
-        _character(setup.agents[0], setup.goals[0], "agent_1"),
-        _character(setup.agents[1], setup.goals[1], "agent_2"),
+        f"Scenario: {view.scenario.strip()}",
+        _character(view.characters[0], view.goals[0], "agent_1"),
+        _character(view.characters[1], view.goals[1], "agent_2"),
         "Conversation:\n" + render_transcript(record),
-        _rubric_text(names),
+        _rubric_text(view.names),
     ]
     return (Message(role="system", content=SYSTEM), Message(role="user", content="\n\n".join(parts)))
+
+
+def judge_view(record: EpisodeRecord, agents: Mapping[str, AgentProfile] | None = None) -> EnvironmentView:
+    """The environment's view of a stored episode; records without profiles look them up in `agents`."""
+    profiles = record.agent_profiles
+    if profiles is None:
+        missing = [a for a in record.agent_ids if agents is None or a not in agents]
+        if missing:
+            raise DataError(f"episode {record.episode_id}: no agent_profiles and unknown character id(s) {missing}")
+        profiles = (agents[record.agent_ids[0]], agents[record.agent_ids[1]])
+    return environment_view(record.scenario, record.goals, profiles)
 
 
 def judge_request(
@@ -94,12 +91,11 @@ def judge_request(
     temperature: float = 0.0,
     sample_index: int = 0,
     seed: int = 0,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
+    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
 ) -> LLMRequest:
     """The request that rates both agents of one episode (the judge's schema and token budget set)."""
-    setup = setup_from_record(record, dict(agents) if agents is not None else None)
     return LLMRequest(
-        messages=render_judge_messages(setup, record),
+        messages=render_judge_messages(judge_view(record, agents), record),
         json_schema=judge_schema(reasoning_max_chars),
         sampling=SamplingParams(temperature=temperature, max_tokens=judge_max_tokens(reasoning_max_chars)),
         seed=seed,
@@ -123,7 +119,8 @@ def rubric_fingerprint() -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _probe_episode() -> tuple[EpisodeSetup, EpisodeRecord]:
+def _probe_episode() -> tuple[EnvironmentView, EpisodeRecord]:
+    from ..data.profiles import RelationshipType
     from ..sim.episode import AgentAction, Turn
 
     people = tuple(
@@ -150,9 +147,9 @@ def _probe_episode() -> tuple[EpisodeSetup, EpisodeRecord]:
         episode_id="probe", env_id="e", scenario="S.", agent_ids=("a0", "a1"),
         agent_names=(people[0].name, people[1].name), goals=("G0 <extra_info>E</extra_info>", "G1"),
         models=("m", "m"), prompt_version=RUBRIC_VERSION, seed=0, turns=turns, end_reason="leave",
-        agent_profiles=people, relationship=RelationshipType.friend, background_story="B.",
+        agent_profiles=people, relationship=RelationshipType.friend,
     )  # fmt: skip
-    return setup_from_record(record), record
+    return judge_view(record), record
 
 
 def judge_prompt_text(record: EpisodeRecord, agents: Mapping[str, AgentProfile] | None = None) -> str:

@@ -1,8 +1,10 @@
 """The seven SOTOPIA-EVAL dimensions: names, score ranges and the project's own wording.
 
 Names and ranges are SOTOPIA's (Zhou et al., ICLR 2024) so ratings compare with published numbers
-and export to sotopia's EpisodeLog; the descriptions are written for this project and kept short,
-because every judge prompt carries them and a 135M judge pays for each prompt token.
+and export to sotopia's EpisodeLog. Each description asks for what the official per-dimension
+instruction asks (`EvaluationBySocialDimensions` in sotopia/envs/evaluators.py @ 7ba57e46: the same
+questions, in the same order, the same range and direction), in the project's own shorter words; the
+official wording itself is the official-prompt style's (sotopia_pi_lib.official).
 
 RUBRIC_VERSION must change whenever a description, a range, the judge prompt template or the output
 schema/parser changes; `RUBRIC_FINGERPRINT` pins the content of the current version, and a test fails
@@ -17,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..errors import DataError
 
-RUBRIC_VERSION = "sotopia-eval-1"
+RUBRIC_VERSION = "sotopia-eval-2"
 # sha256 of everything that defines RUBRIC_VERSION (see judge.prompt.rubric_fingerprint).
-RUBRIC_FINGERPRINT = "88c3c7a0b4330369955f88bb733b729c5f38e2b78f8d0bede835463100fb8254"
+RUBRIC_FINGERPRINT = "c17f0cd0e90750a0846768a54b5a630699a911cc2e79309dc3e51027b24f8101"
 
 # Upper bound on each "reasoning" string (characters). Short enough that all fourteen reasonings
 # fit the judge's token budget on a small model; long enough for one or two sentences.
@@ -51,50 +53,56 @@ DIMENSIONS: tuple[Dimension, ...] = (
         name="believability",
         low=0,
         high=10,
-        description="Does the agent act naturally and in line with its character's background, "
-        "personality and values (no identity confusion, no needless repetition)? "
-        "0 = not believable, 10 = indistinguishable from a real person.",
+        description="First, does the agent interact naturally and realistically: is it confused about its "
+        "own identity, does it repeat the other's words or actions for no reason, is it overly polite for "
+        "the situation? Then, do its actions fit its character's traits (personality, values)? "
+        "0-10; higher = more believable.",
     ),
     Dimension(
         name="relationship",
         low=-5,
         high=5,
-        description="How did the interaction change the agent's relationship with the other person "
-        "and its social standing? -5 = badly damaged, 0 = unchanged, 5 = clearly strengthened.",
+        description="First, what relationship did the agent have with the other before the interaction, "
+        "and how did it change afterwards? Do the agent's interactions preserve or strengthen its personal "
+        "relations (family, friendship, romance and the like), and do they affect its social status or "
+        "reputation? -5 to 5; positive = improved, negative = harmed, 0 = neither.",
     ),
     Dimension(
         name="knowledge",
         low=0,
         high=10,
-        description="Did the agent learn information that is new and important to it? "
-        "0 = nothing new, 10 = critical new information.",
+        description="What information did the agent gain in the interaction, is it new to it, and is it "
+        "important to it? 0-10; higher = more new and important knowledge gained.",
     ),
     Dimension(
         name="secret",
         low=-10,
         high=0,
-        description="Did the agent keep its secret and secret intentions? "
-        "0 = nothing leaked, -10 = a critical secret revealed.",
+        description="What secret or secret intention does the agent want to keep, did it keep it, and what "
+        "secrets, private information or secret intentions did it fail to keep? -10 to 0; -10 = critical "
+        "secrets or intentions leaked, 0 = nothing revealed.",
     ),
     Dimension(
         name="social_rules",
         low=-10,
         high=0,
-        description="Did the agent break social norms, moral rules or laws? "
-        "0 = acceptable conduct, -10 = breaking the law.",
+        description="Does the agent violate moral rules or laws in its interactions with others? "
+        "-10 to 0; negative = rules or laws violated.",
     ),
     Dimension(
         name="financial_and_material_benefits",
         low=-5,
         high=5,
-        description="Did the agent gain or lose money, goods or other material benefits, now or later? "
-        "-5 = significant loss, 0 = none, 5 = significant gain.",
+        description="Do the agent's interactions bring it financial or material benefits? What would it "
+        "gain or lose, short-term (money, food) and long-term (employment, stock)? -5 to 5; "
+        "positive = gain, negative = loss.",
     ),
     Dimension(
         name="goal",
         low=0,
         high=10,
-        description="How far did the agent achieve its own social goal? 0 = not at all, 10 = fully achieved.",
+        description="First restate the agent's social goals, then analyse how far the agent achieved them. "
+        "0-10; 0 = minimal achievement, 10 = complete achievement, higher = more progress towards the goals.",
     ),
 )
 

@@ -17,11 +17,18 @@ AGENT_KEYS: tuple[str, str] = ("agent_1", "agent_2")
 _DIMENSION_OVERHEAD_TOKENS = 24
 
 
-def dimension_schema(low: int, high: int, reasoning_max_chars: int = REASONING_MAX_CHARS) -> dict[str, Any]:
+# The token budget of an uncapped judgement (paper profile): fourteen free-length reasonings.
+UNCAPPED_MAX_TOKENS = 4096
+
+
+def dimension_schema(low: int, high: int, reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> dict[str, Any]:
+    reasoning: dict[str, Any] = {"type": "string"}
+    if reasoning_max_chars is not None:
+        reasoning["maxLength"] = reasoning_max_chars
     return {
         "type": "object",
         "properties": {
-            "reasoning": {"type": "string", "maxLength": reasoning_max_chars},
+            "reasoning": reasoning,
             "score": {"type": "integer", "minimum": low, "maximum": high},
         },
         "required": ["reasoning", "score"],
@@ -29,7 +36,7 @@ def dimension_schema(low: int, high: int, reasoning_max_chars: int = REASONING_M
     }
 
 
-def agent_schema(reasoning_max_chars: int = REASONING_MAX_CHARS) -> dict[str, Any]:
+def agent_schema(reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> dict[str, Any]:
     """One agent's evaluation: the seven dimensions in SOTOPIA's order."""
     return {
         "type": "object",
@@ -39,7 +46,7 @@ def agent_schema(reasoning_max_chars: int = REASONING_MAX_CHARS) -> dict[str, An
     }
 
 
-def judge_schema(reasoning_max_chars: int = REASONING_MAX_CHARS) -> dict[str, Any]:
+def judge_schema(reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> dict[str, Any]:
     """Both agents in one object, keyed agent_1 / agent_2 as in SOTOPIA's evaluator output."""
     per_agent = agent_schema(reasoning_max_chars)
     return {
@@ -50,12 +57,14 @@ def judge_schema(reasoning_max_chars: int = REASONING_MAX_CHARS) -> dict[str, An
     }
 
 
-def judge_max_tokens(reasoning_max_chars: int = REASONING_MAX_CHARS) -> int:
+def judge_max_tokens(reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> int:
     """A token budget that a schema-valid output cannot exceed in practice.
 
     Reasoning text of n characters takes at most about n/2 tokens for English with these tokenizers
     (typically n/4); the budget uses n/2 so truncation (finish_reason='length') is not the way a
-    judgement fails.
+    judgement fails. Uncapped reasoning (None) gets UNCAPPED_MAX_TOKENS.
     """
+    if reasoning_max_chars is None:
+        return UNCAPPED_MAX_TOKENS
     per_dim = reasoning_max_chars // 2 + _DIMENSION_OVERHEAD_TOKENS
     return len(AGENT_KEYS) * len(DIMENSIONS) * per_dim + 16

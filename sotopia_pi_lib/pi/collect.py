@@ -58,8 +58,9 @@ def collect(
     episodes_path: Path,
     ratings_path: Path,
     sim: RunConfig,
+    reformatter: LLM | None = None,
     judge_samples: int = 1,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
+    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     seed: int = 0,
 ) -> Collection:
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
@@ -68,7 +69,7 @@ def collect(
     label = model_key(source, player)
     specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})
     store = EpisodeStore(episodes_path)
-    result = run_episodes(specs, {label: player}, sim, store)
+    result = run_episodes(specs, {label: player}, sim, store, reformatter)
     wanted = {s.setup.env_id for s in specs}
     episodes = [r for r in store.records() if r.env_id in wanted and label in r.models]
     ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,

@@ -74,6 +74,7 @@ def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> 
     return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                    judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                    ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
+                   reformatter=ctx.model(ctx.cfg.simulation.reformat_role),
                    judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
                    seed=ctx.cfg.run.seed)
 
@@ -210,6 +211,7 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
                            ratings_path=ctx.paths.eval_ratings(name, task_set))
              for name in ev.models for task_set, n in sets.items()]
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
+                             reformatter=ctx.model(ctx.cfg.simulation.reformat_role),
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
                              reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
     return runs

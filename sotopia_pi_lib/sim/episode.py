@@ -15,6 +15,9 @@ from ..data.profiles import AgentProfile, RelationshipType
 ActionType = Literal["none", "speak", "non-verbal communication", "action", "leave"]
 ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
 EndReason = Literal["leave", "max_turns", "stale"]
+# How a turn's action was obtained: parsed from the model's output, parsed from a reformatting
+# model's rewrite of it, or (both failed) `none`, as SOTOPIA's agent does with unparseable output.
+ParseOutcome = Literal["ok", "reformatted", "unparseable"]
 
 
 class AgentAction(BaseModel):
@@ -36,6 +39,8 @@ class Turn(BaseModel):
     agent: int = Field(ge=0, le=1, description="agent position: 0 moves first")
     action: AgentAction
     raw: str = Field(description="the model's raw output text")
+    parse: ParseOutcome = "ok"
+    reformatted: str | None = Field(None, description="the reformatting model's output, when one was asked")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -68,4 +73,8 @@ class EpisodeRecord(BaseModel):
         None, description="both characters' full profiles (secrets included), as the episode used them"
     )
     relationship: RelationshipType | None = Field(None, description="the scenario's relationship type")
-    background_story: str | None = Field(None, description="the pair's shared story shown to both agents")
+    protocol: dict[str, str] = Field(
+        default_factory=dict,
+        description="the protocol options the episode was played under (visibility, ending, decoding, "
+        "unparseable output); what its agents saw is rebuilt from them",
+    )

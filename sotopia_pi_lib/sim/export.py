@@ -26,8 +26,9 @@ from ..data.profiles import AgentProfile
 from ..errors import DataError
 from ..store.files import atomic_write_text
 from .episode import AgentAction, EpisodeRecord
-from .prompts import clean_goal
+from .prompts import setup_view
 from .rules import setup_from_record
+from .visibility import CharacterView, Visibility
 
 if TYPE_CHECKING:
     from ..judge.ratings import EpisodeRating
@@ -65,21 +66,31 @@ def action_text(action: AgentAction) -> str:
             return f"[{other}] {action.argument}"
 
 
+def _bio(view: CharacterView) -> str:
+    """A background in the official bio's shape, holding only the fields the viewer may see."""
+    p = view.profile
+    parts = [p.name if view.shows("name") else ""]
+    if view.shows("age"):
+        parts.append(f"is a {p.age}-year-old {p.gender.lower()} {p.occupation.lower()}. {p.gender_pronoun} pronouns. "
+                     f"{p.public_info.strip()}")
+    if view.shows("personality"):
+        parts.append(f"Personality and values description: {p.personality_and_values.strip()}")
+    if view.shows("secret"):
+        parts.append(f"{p.first_name}'s secrets: {p.secret.strip()}")
+    return " ".join(x for x in parts if x)
+
+
 def _intro(record: EpisodeRecord, agents: Mapping[str, AgentProfile] | None, me: int) -> str:
-    """What agent `me` knows before the first turn: both public backgrounds, its own secret and goal."""
+    """What agent `me` was shown before the first turn (sim.visibility), in sotopia's message shape."""
     setup = setup_from_record(record, dict(agents) if agents is not None else None)
-    names = setup.agent_names
-    lines = ["Here is the context of this interaction:", f"Scenario: {setup.scenario.strip()}",
+    view = setup_view(setup, me, Visibility(record.protocol.get("visibility", Visibility.official)))
+    names = view.names
+    lines = ["Here is the context of this interaction:", f"Scenario: {view.scenario.strip()}",
              f"Participants: {names[0]} and {names[1]}"]  # fmt: skip
-    for i, p in enumerate(setup.agents):
-        secret = f" {p.name}'s secrets: {p.secret.strip()}" if i == me else ""
-        lines.append(
-            f"{p.name}'s background: {p.name} is a {p.age}-year-old {p.gender.lower()} {p.occupation}. "
-            f"{p.gender_pronoun} pronouns. {p.public_info.strip()} "
-            f"Personality and values description: {p.personality_and_values.strip()}{secret}"
-        )
+    if view.backgrounds is not None:
+        lines += [f"{c.profile.name}'s background: {_bio(c)}" for c in view.backgrounds]
     for i in (0, 1):
-        lines.append(f"{names[i]}'s goal: {clean_goal(setup.goals[i]) if i == me else 'Unknown'}")
+        lines.append(f"{names[i]}'s goal: {view.goal.strip() if i == me else 'Unknown'}")
     return "\n" + "\n".join(lines) + "\nConversation Starts:\n"
 
 

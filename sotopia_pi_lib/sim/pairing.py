@@ -49,18 +49,13 @@ def setup_for_pair(
     data: SotopiaData,
     combo_id: str | None = None,
 ) -> EpisodeSetup:
-    """The setup of `task` played by `agent_ids` (position 0 first).
-
-    The pair's background story is shown only when their relationship profile agrees with the
-    scenario's relationship, so the story never contradicts the scenario.
-    """
+    """The setup of `task` played by `agent_ids` (position 0 first), under the scenario's relationship
+    (as SOTOPIA does: the pair's own relationship profile and story are not shown to anyone)."""
     env = parse_task(task)
     where = f"scenario {env.env_id}" + (f" combo {combo_id}" if combo_id else "")
     if len(agent_ids) != 2 or agent_ids[0] == agent_ids[1]:
         raise DataError(f"{where}: needs two different characters, got {list(agent_ids)}")
     a, b = (_profile(data, x, where) for x in agent_ids)
-    rel = data.relationship_between(a.agent_id, b.agent_id)
-    story = rel.background_story if rel is not None and rel.relationship == env.relationship else None
     return EpisodeSetup(
         env_id=env.env_id,
         codename=env.codename,
@@ -68,7 +63,6 @@ def setup_for_pair(
         goals=env.agent_goals,
         agents=(a, b),
         relationship=env.relationship,
-        background_story=story,
         combo_id=combo_id,
     )
 

@@ -10,32 +10,22 @@ short turn line comes last, so an agent's next prompt extends its previous one u
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.profiles import AgentProfile, RelationshipType
+from ..data.profiles import AgentProfile
 from ..errors import ConfigError
 from ..llm.types import Message
 from .episode import AgentAction, EpisodeRecord, Turn
 from .rules import EpisodeSetup, agent_to_move, allowed_actions, setup_from_record
+from .visibility import AgentView, CharacterView, Visibility, agent_view
 
-DEFAULT_PROMPT_VERSION = "sotopia-pi-lib/v1"
-
-_RELATION_PHRASE = {
-    RelationshipType.stranger: "are strangers",
-    RelationshipType.know_by_name: "know each other by name",
-    RelationshipType.acquaintance: "are acquaintances",
-    RelationshipType.friend: "are friends",
-    RelationshipType.romantic_relationship: "are in a romantic relationship",
-    RelationshipType.family_member: "are family members",
-}
-_GOAL_TAG = re.compile(r"</?(extra_info|strategy_hint|clarification_hint)>")
+DEFAULT_PROMPT_VERSION = "sotopia-pi-lib/v2"
 
 
 def describe_action(name: str, action: AgentAction) -> str:
-    """One history line in natural language, as SOTOPIA renders it."""
+    """One history line in natural language, as SOTOPIA renders an action."""
     arg = action.argument.strip()
     match action.action_type:
         case "speak":
@@ -52,8 +42,13 @@ def describe_action(name: str, action: AgentAction) -> str:
 
 
 def render_history(names: tuple[str, str], history: Sequence[Turn]) -> str:
-    """The history block, one line per turn numbered from 1 (also usable by the judge)."""
-    return "".join(f"Turn {t.index + 1}: {describe_action(names[t.agent], t.action)}\n" for t in history)
+    """The history block, one line per turn numbered from 1. A turn where the agent did nothing keeps
+    its number with nothing after it: SOTOPIA logs no text for a `none` action."""
+    lines = []
+    for t in history:
+        said = "" if t.action.action_type == "none" else f" {describe_action(names[t.agent], t.action)}"
+        lines.append(f"Turn {t.index + 1}:{said}\n")
+    return "".join(lines)
 
 
 def next_turn_index(history: Sequence[Turn]) -> int:
@@ -62,13 +57,8 @@ def next_turn_index(history: Sequence[Turn]) -> int:
     return history[-1].index + 1 if history else 0
 
 
-def clean_goal(goal: str) -> str:
-    """SOTOPIA goals carry <extra_info>-style markup; agents see the text without the tags."""
-    return _GOAL_TAG.sub("", goal).strip()
-
-
 def action_schema(allowed: Sequence[str], max_argument_chars: int | None = None) -> dict[str, Any]:
-    """The JSON schema every action is decoded under, so it always parses."""
+    """The JSON schema every action is decoded under when decoding is constrained."""
     argument: dict[str, Any] = {"type": "string"}
     if max_argument_chars is not None:
         argument["maxLength"] = max_argument_chars
@@ -86,65 +76,69 @@ class PromptStyle(ABC):
     version: str
 
     @abstractmethod
-    def render(self, setup: EpisodeSetup, agent: int, history: Sequence[Turn]) -> tuple[Message, ...]:
-        """The chat messages agent `agent` sees before turn len(history)."""
+    def render(self, view: AgentView, history: Sequence[Turn], allowed: Sequence[str]) -> tuple[Message, ...]:
+        """The chat messages of the agent whose view this is, before turn len(history)."""
 
 
 _SYSTEM = (
     "You role-play a character in a conversation with one other character. Act and speak as your "
     "character would, and pursue your character's goal in a way that fits them. Keep the conversation "
-    "natural and do not repeat what was already said. Only you know your goal and your secret.\n"
+    "natural and do not repeat what was already said. Only you know your goal.\n"
     'Each turn, reply with one action: "speak" (argument: what you say), "non-verbal communication" '
     '(a gesture or expression), "action" (a physical action), "none" (do nothing) or "leave" (end the '
-    "conversation). Leave only once your goal is achieved, the conversation makes you uncomfortable, "
-    "or going on is pointless."
+    "conversation). Leave once your goal is achieved, the conversation makes you uncomfortable, you "
+    "lose interest, or for another reason of your own.\n"
+    'Answer with one JSON object and nothing else: {"action_type": "<one of the allowed actions>", '
+    '"argument": "<the words, gesture or action; empty for none and leave>"}.'
 )
 
 
-class LeanStyle(PromptStyle):
-    """The project's own wording: complete but short (the JSON format is enforced by the schema).
+def _character(view: CharacterView) -> str:
+    """A character's background with exactly the fields the viewer may see (sim.visibility)."""
+    p = view.profile
+    parts = [p.name if view.shows("name") else ""]
+    if view.shows("age"):
+        parts.append(f"is a {p.age}-year-old {p.gender.lower()}, {p.occupation},")
+    if view.shows("pronouns"):
+        parts.append(f"pronouns {p.gender_pronoun.lower()}.")
+    if view.shows("public_info"):
+        parts.append(p.public_info.strip())
+    if view.shows("personality"):
+        parts.append(f"Personality and values: {p.personality_and_values.strip()}")
+    if view.shows("secret"):
+        parts.append(f"Secret: {p.secret.strip()}")
+    return " ".join(x for x in parts if x)
 
-    Shared before private: the system text is the same for every agent of every episode, and the
-    scenario and both public backgrounds are the same for both agents of an episode, so a backend
-    with prefix caching computes them once; the agent's own secret and goal follow, then the history.
+
+class LeanStyle(PromptStyle):
+    """The project's own wording: complete but short.
+
+    What each agent is shown follows SOTOPIA's rules (sim.visibility: visibility marks, what the
+    relationship reveals of each character, the paper's stranger quirk). Shared before private: the
+    system text is the same for every agent of every episode, so a backend with prefix caching computes
+    it once; the agent's view follows, then the history, and only the short turn line comes last, so an
+    agent's next prompt extends its previous one up to that line.
     """
 
     version = DEFAULT_PROMPT_VERSION
 
-    def render(self, setup: EpisodeSetup, agent: int, history: Sequence[Turn]) -> tuple[Message, ...]:
+    def render(self, view: AgentView, history: Sequence[Turn], allowed: Sequence[str]) -> tuple[Message, ...]:
         user = (
-            self._shared(setup)
-            + self._private(setup, agent)
+            self._context(view)
             + "\n\nConversation:\n"
-            + render_history(setup.agent_names, history)
-            + self._turn_line(setup.agent_names[agent], next_turn_index(history), allowed_actions(history))
+            + render_history(view.names, history)
+            + self._turn_line(view.names[view.agent], next_turn_index(history), allowed)
         )
         return (Message(role="system", content=_SYSTEM), Message(role="user", content=user))
 
     @staticmethod
-    def _background(p: AgentProfile) -> str:
-        return (
-            f"{p.name}'s background: {p.name} is a {p.age}-year-old {p.gender.lower()}, {p.occupation}, "
-            f"pronouns {p.gender_pronoun.lower()}. {p.public_info.strip()} "
-            f"Personality and values: {p.personality_and_values.strip()}"
-        )
-
-    def _shared(self, setup: EpisodeSetup) -> str:
-        names = setup.agent_names
-        lines = [f"Scenario: {setup.scenario.strip()}", f"Participants: {names[0]} and {names[1]}"]
-        if setup.relationship is not None:
-            story = f" {setup.background_story.strip()}" if setup.background_story else ""
-            lines.append(f"Relationship: they {_RELATION_PHRASE[setup.relationship]}.{story}")
-        lines += [self._background(p) for p in setup.agents]
-        return "\n".join(lines) + "\n"
-
-    @staticmethod
-    def _private(setup: EpisodeSetup, agent: int) -> str:
-        me, other = setup.agents[agent], setup.agents[1 - agent]
-        return (
-            f"\nYou are {me.name}.\n{me.name}'s secret: {me.secret.strip()}\n"
-            f"{me.name}'s goal: {clean_goal(setup.goals[agent])}\n{other.name}'s goal: unknown"
-        )
+    def _context(view: AgentView) -> str:
+        me, other = view.names[view.agent], view.names[1 - view.agent]
+        lines = [f"Scenario: {view.scenario.strip()}", f"Participants: {view.names[0]} and {view.names[1]}"]
+        if view.backgrounds is not None:
+            lines += [f"{c.profile.name}'s background: {_character(c)}" for c in view.backgrounds]
+        lines += [f"You are {me}.", f"{me}'s goal: {view.goal.strip()}", f"{other}'s goal: unknown"]
+        return "\n".join(lines)
 
     @staticmethod
     def _turn_line(me: str, turn_index: int, allowed: Sequence[str]) -> str:
@@ -171,13 +165,23 @@ def get_style(version: str) -> PromptStyle:
     return _STYLES[version]
 
 
-def render_prompt(
-    setup: EpisodeSetup, agent: int, history: Sequence[Turn], version: str = DEFAULT_PROMPT_VERSION
-) -> tuple[Message, ...]:
-    """The messages agent `agent` sees before turn len(history), in the given prompt version."""
+def setup_view(setup: EpisodeSetup, agent: int, visibility: Visibility = Visibility.official) -> AgentView:
+    """What agent `agent` is shown of an episode's setup."""
     if agent not in (0, 1):
         raise ValueError(f"agent position must be 0 or 1, got {agent}")
-    return get_style(version).render(setup, agent, history)
+    return agent_view(setup.scenario, setup.goals, setup.agents, setup.relationship, agent, visibility)
+
+
+def render_prompt(
+    setup: EpisodeSetup,
+    agent: int,
+    history: Sequence[Turn],
+    version: str = DEFAULT_PROMPT_VERSION,
+    visibility: Visibility = Visibility.official,
+) -> tuple[Message, ...]:
+    """The messages agent `agent` sees before turn len(history), in the given prompt version."""
+    view = setup_view(setup, agent, visibility)
+    return get_style(version).render(view, history, allowed_actions(history))
 
 
 def render_turn_prompt(
@@ -187,8 +191,9 @@ def render_turn_prompt(
     if not 0 <= turn_index < len(record.turns):
         raise IndexError(f"episode {record.episode_id} has no turn {turn_index} ({len(record.turns)} turns)")
     setup = setup_from_record(record, agents)
+    visibility = Visibility(record.protocol.get("visibility", Visibility.official))
     agent = agent_to_move(turn_index)
-    return render_prompt(setup, agent, record.turns[:turn_index], record.prompt_version)
+    return render_prompt(setup, agent, record.turns[:turn_index], record.prompt_version, visibility)
 
 
 register_style(LeanStyle())

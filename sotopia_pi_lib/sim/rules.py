@@ -1,12 +1,24 @@
 """SOTOPIA's episode rules: who moves, what may be done, when it ends, and the static setup.
 
 Kept free of models and prompts so the same rules drive the runner, check stored or imported
-records, and can be tested with scripted actions.
+records, and can be tested with scripted actions (tests/test_sim_rules.py plays the same action
+sequences through the official environment and through these rules).
+
+When an episode ends is the official `RuleBasedTerminatedEvaluator` (sotopia/envs/evaluators.py @
+7ba57e46) applied as the official round-robin environment feeds it: every step logs both agents'
+actions, the agent off turn as `none`, and after each step the evaluator ends the episode when the
+step counter exceeds `max_turns`, when either agent's last action is `leave`, or when more than
+`max_stale_turns` logged `none` actions stand at the end of that log. Two consequences look odd and are
+reproduced on purpose: an episode runs max_turns + 1 turns, and one real `none` by the second agent ends
+the episode (it is preceded by the first agent's logged `none` and the second agent's own logged `none`
+of the step before). `Ending.intuitive` (a named departure) ends after `max_turns` turns or after
+`max_stale_turns` consecutive real `none` turns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,16 +27,24 @@ from ..errors import DataError
 from .episode import ACTION_TYPES, EndReason, EpisodeRecord, Turn
 
 
+class Ending(StrEnum):
+    official = "official"
+    intuitive = "intuitive"  # departure: max_turns turns; max_stale_turns consecutive real `none` turns
+
+
 class RuleConfig(BaseModel):
-    """SOTOPIA's defaults: 20 turns in all (both agents), stop after 2 consecutive `none` turns."""
+    """SOTOPIA's defaults: a turn limit of 20 (both agents' turns counted), 2 stale turns."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_turns: int = Field(20, ge=1, description="turns across both agents, not rounds")
-    max_stale_turns: int = Field(2, ge=1, description="consecutive `none` turns that end the episode")
+    max_turns: int = Field(20, ge=1, description="turn limit across both agents (official: the episode ends once it is exceeded)")
+    max_stale_turns: int = Field(2, ge=1, description="logged `none` actions allowed at the end of the log")
+    ending: Ending = Field(Ending.official, description="official (SOTOPIA's evaluator) or intuitive (a departure)")
 
 
 class EpisodeSetup(BaseModel):
+    # The relationship decides what each agent sees of the other (sim.visibility); the pair's shared
+    # background story is not part of the setup: SOTOPIA shows it to no one.
     """Everything static about one episode: what the prompts are rendered from, besides the history."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,8 +54,7 @@ class EpisodeSetup(BaseModel):
     scenario: str
     goals: tuple[str, str]
     agents: tuple[AgentProfile, AgentProfile]
-    relationship: RelationshipType | None = None
-    background_story: str | None = None
+    relationship: RelationshipType
     combo_id: str | None = None
 
     @property
@@ -58,19 +77,47 @@ def allowed_actions(history: Sequence[Turn]) -> tuple[str, ...]:
     return ACTION_TYPES
 
 
+def action_log(history: Sequence[Turn]) -> list[str]:
+    """The action types the official environment logs: per turn, both agents in position order, the
+    agent off turn as `none`."""
+    log: list[str] = []
+    for t in history:
+        pair = ["none", "none"]
+        pair[t.agent] = t.action.action_type
+        log += pair
+    return log
+
+
+def _trailing_none(kinds: Sequence[str]) -> int:
+    n = 0
+    for kind in reversed(kinds):
+        if kind != "none":
+            break
+        n += 1
+    return n
+
+
 def end_reason(history: Sequence[Turn], rules: RuleConfig) -> EndReason | None:
     """Why the episode is over after `history`, or None while it goes on.
 
-    Leaving wins over the other two, since it is the agent's own choice on the last turn.
+    Where several reasons hold at once, leaving wins (the agent's own choice), then staleness.
     """
-    if history and history[-1].action.action_type == "leave":
+    if not history:
+        return None
+    if rules.ending == Ending.intuitive:
+        kinds = [t.action.action_type for t in history]
+        too_long, stale = len(history) >= rules.max_turns, _trailing_none(kinds) >= rules.max_stale_turns
+        leaving = kinds[-1] == "leave"
+    else:
+        log = action_log(history)
+        too_long = len(history) > rules.max_turns
+        leaving = "leave" in log[-2:]
+        stale = _trailing_none(log) > rules.max_stale_turns
+    if leaving:
         return "leave"
-    k = rules.max_stale_turns
-    if len(history) >= k and all(t.action.action_type == "none" for t in history[-k:]):
+    if stale:
         return "stale"
-    if len(history) >= rules.max_turns:
-        return "max_turns"
-    return None
+    return "max_turns" if too_long else None
 
 
 def rule_violations(record: EpisodeRecord, rules: RuleConfig) -> list[str]:
@@ -106,6 +153,8 @@ def setup_from_record(record: EpisodeRecord, agents: dict[str, AgentProfile] | N
         if missing:
             raise DataError(f"episode {record.episode_id}: unknown character id(s) {missing}")
         profiles = (agents[record.agent_ids[0]], agents[record.agent_ids[1]])
+    if record.relationship is None:
+        raise DataError(f"episode {record.episode_id} has no relationship; what its agents saw cannot be rebuilt")
     return EpisodeSetup(
         env_id=record.env_id,
         codename=record.codename,
@@ -113,6 +162,5 @@ def setup_from_record(record: EpisodeRecord, agents: dict[str, AgentProfile] | N
         goals=record.goals,
         agents=profiles,
         relationship=record.relationship,
-        background_story=record.background_story,
         combo_id=record.combo_id,
     )

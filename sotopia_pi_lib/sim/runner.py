@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..llm.base import LLM
-from ..llm.types import LLMRequest, LLMResponse, SamplingParams
+from ..llm.json_output import parse_structured
+from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
 from .episode import AgentAction, EpisodeRecord, Turn
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
 from .store import EpisodeFailure, EpisodeStore, RunSummary
+from .visibility import Visibility
 
 
 class EpisodeSpec(BaseModel):
@@ -42,14 +44,22 @@ class EpisodeSpec(BaseModel):
 
 
 class RunConfig(BaseModel):
-    """How episodes are played. Paper setting: agents sample at temperature 1.0."""
+    """How episodes are played. Paper setting: agents sample at temperature 1.0 and decode free text
+    under the format instructions; an output that does not parse is rewritten by a reformatting model
+    and, if that fails too, becomes `none` (SOTOPIA's agent, sotopia/generation_utils/generate.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rules: RuleConfig = RuleConfig()
+    visibility: Visibility = Field(Visibility.official, description="what agents see of the setup (sim.visibility)")
     prompt_version: str = DEFAULT_PROMPT_VERSION
     sampling: SamplingParams = SamplingParams(temperature=1.0, max_tokens=160)
-    max_argument_chars: int | None = Field(300, ge=1, description="maxLength of the action argument")
+    constrained: bool = Field(
+        True,
+        description="decode actions under their JSON schema, so every output parses (small models need it); "
+        "false: free text under the format instructions, as in the paper",
+    )
+    max_argument_chars: int | None = Field(300, ge=1, description="maxLength of the action argument (constrained decoding)")
     max_live_episodes: int = Field(16, ge=1, description="episodes played at once (batch size)")
     use_sessions: bool = Field(True, description="let the backend keep each agent's KV cache across turns")
     retries: int = Field(1, ge=0, description="extra attempts for a failed turn before giving up")
@@ -75,10 +85,18 @@ def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
         "seed": spec.seed,
         "tags": dict(sorted(spec.tags.items())),
         "prompt": config.prompt_version,
-        "rules": config.rules.model_dump(),
+        "rules": config.rules.model_dump(mode="json"),
+        "protocol": protocol(config),
+        "sampling": config.sampling.model_dump(),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"ep-{digest[:20]}"
+
+
+def protocol(config: RunConfig) -> dict[str, str]:
+    """The protocol options an episode is played under, recorded with it."""
+    return {"visibility": str(config.visibility), "ending": str(config.rules.ending),
+            "decoding": "constrained" if config.constrained else "free", "unparseable": "reformat_then_none"}
 
 
 def turn_seed(seed: int, turn_index: int) -> int:
@@ -114,9 +132,10 @@ class _Live:
 
 def _request(live: _Live, config: RunConfig, attempt: int) -> LLMRequest:
     i, agent = len(live.turns), live.agent
+    schema = action_schema(allowed_actions(live.turns), config.max_argument_chars) if config.constrained else None
     return LLMRequest(
-        messages=render_prompt(live.spec.setup, agent, live.turns, config.prompt_version),
-        json_schema=action_schema(allowed_actions(live.turns), config.max_argument_chars),
+        messages=render_prompt(live.spec.setup, agent, live.turns, config.prompt_version, config.visibility),
+        json_schema=schema,
         sampling=config.sampling,
         seed=turn_seed(live.spec.seed, i),
         sample_index=attempt,
@@ -124,21 +143,47 @@ def _request(live: _Live, config: RunConfig, attempt: int) -> LLMRequest:
     )
 
 
-def _turn_or_error(live: _Live, response: LLMResponse) -> Turn | str:
-    if response.error is not None:
-        return response.error
+# The official reformatting call (format_bad_output) runs at obtain_chain's default temperature, 0.7.
+REFORMAT_TEMPERATURE = 0.7
+_REFORMAT_SYSTEM = (
+    "You repair the format of a reply that a program could not parse. Rewrite it as one JSON object "
+    '{"action_type": ..., "argument": ...} and nothing else, without adding or removing any information.'
+)
+
+
+def _reformat_request(live: _Live, raw: str, config: RunConfig) -> LLMRequest:
+    """Ask the reformatting model to rewrite an unparseable action (the official agent asks GPT-3.5
+    with its own reformatting prompt; this is the project's wording of the same request)."""
+    allowed = allowed_actions(live.turns)
+    user = (f"Reply to rewrite:\n{raw}\n\naction_type must be one of: {', '.join(allowed)}. The argument is "
+            "what is said, the gesture or the action; empty for none and leave.")
+    return LLMRequest(
+        messages=(Message(role="system", content=_REFORMAT_SYSTEM), Message(role="user", content=user)),
+        json_schema=action_schema(allowed, config.max_argument_chars) if config.constrained else None,
+        sampling=SamplingParams(temperature=REFORMAT_TEMPERATURE, max_tokens=config.sampling.max_tokens),
+        seed=turn_seed(live.spec.seed, len(live.turns)),
+    )
+
+
+def _parse_action(live: _Live, response: LLMResponse) -> AgentAction | None:
+    """The action in a response, or None when it holds none allowed at this turn."""
     obj = response.parsed
     if obj is None:
-        try:
-            obj = json.loads(response.text)
-        except ValueError:
-            return f"unparseable action ({response.finish_reason}): {response.text[:120]!r}"
+        obj, _ = parse_structured(response.text, action_schema(allowed_actions(live.turns)))
+    if obj is None:
+        return None
     try:
         action = AgentAction.model_validate(obj)
     except ValidationError:
-        return f"invalid action: {response.text[:120]!r}"
-    if action.action_type not in allowed_actions(live.turns):
-        return f"action type {action.action_type!r} not allowed at this turn"
+        return None
+    return action if action.action_type in allowed_actions(live.turns) else None
+
+
+class _Unparsed(str):
+    """An agent's raw output that held no valid action: it goes to the reformatting model next."""
+
+
+def _turn(live: _Live, action: AgentAction, response: LLMResponse, **extra: Any) -> Turn:
     return Turn(
         index=len(live.turns),
         agent=live.agent,
@@ -148,30 +193,60 @@ def _turn_or_error(live: _Live, response: LLMResponse) -> Turn | str:
         completion_tokens=response.completion_tokens,
         latency_s=response.latency_s,
         cached=response.cached,
+        **extra,
     )
 
 
-def _play_group(llm: LLM, group: list[_Live], config: RunConfig) -> dict[int, Turn | str]:
-    """Next turn of every episode in `group` (all on one model): one batch, then one per retry."""
-    outcome: dict[int, Turn | str] = {}
+def _turn_or_error(live: _Live, response: LLMResponse) -> Turn | _Unparsed | str:
+    """A parsed turn, the raw text to reformat, or a backend error (str) to retry."""
+    if response.error is not None:
+        return response.error
+    action = _parse_action(live, response)
+    return _turn(live, action, response) if action is not None else _Unparsed(response.text)
+
+
+def _reformatted(live: _Live, first: LLMResponse, response: LLMResponse) -> Turn:
+    """The turn after a reformatting attempt: its action if it parses, else `none` (the episode goes on)."""
+    action = _parse_action(live, response) if response.ok else None
+    text = response.text if response.ok else f"<error: {response.error}>"
+    if action is None:
+        return _turn(live, AgentAction(action_type="none", argument=""), first, parse="unparseable", reformatted=text)
+    return _turn(live, action, first, parse="reformatted", reformatted=text)
+
+
+def _play_group(
+    llm: LLM, group: list[_Live], config: RunConfig, reformatter: LLM | None
+) -> dict[int, Turn | str]:
+    """Next turn of every episode in `group` (all on one model): one batch, then one per retry of a
+    backend error, then one batch to the reformatting model for outputs that did not parse."""
+    outcome: dict[int, Turn | _Unparsed | str] = {}
+    first: dict[int, LLMResponse] = {}
     pending = list(range(len(group)))
     for attempt in range(config.retries + 1):
         responses = llm.generate([_request(group[i], config, attempt) for i in pending])
         for i, response in zip(pending, responses, strict=True):
-            outcome[i] = _turn_or_error(group[i], response)
-        pending = [i for i in pending if isinstance(outcome[i], str)]
+            outcome[i], first[i] = _turn_or_error(group[i], response), response
+        pending = [i for i in pending if type(outcome[i]) is str]
         if not pending:
             break
-    return outcome
+    unparsed = [i for i in outcome if isinstance(outcome[i], _Unparsed)]
+    if unparsed:
+        fixer = reformatter or llm
+        fixes = fixer.generate([_reformat_request(group[i], outcome[i], config) for i in unparsed])
+        for i, fix in zip(unparsed, fixes, strict=True):
+            outcome[i] = _reformatted(group[i], first[i], fix)
+    return outcome  # type: ignore[return-value]
 
 
-def _step(live: list[_Live], models: Mapping[str, LLM], config: RunConfig) -> list[tuple[_Live, Turn | str]]:
+def _step(
+    live: list[_Live], models: Mapping[str, LLM], config: RunConfig, reformatter: LLM | None
+) -> list[tuple[_Live, Turn | str]]:
     groups: dict[str, list[_Live]] = {}
     for ep in live:
         groups.setdefault(ep.spec.models[ep.agent], []).append(ep)
     results = []
     for label, group in groups.items():
-        outcome = _play_group(models[label], group, config)
+        outcome = _play_group(models[label], group, config, reformatter)
         results += [(group[i], outcome[i]) for i in range(len(group))]
     return results
 
@@ -198,7 +273,7 @@ def _record(ep: _Live, reason: str, config: RunConfig) -> EpisodeRecord:
         completion_tokens=sum(t.completion_tokens for t in ep.turns),
         agent_profiles=s.agents,
         relationship=s.relationship,
-        background_story=s.background_story,
+        protocol=protocol(config),
     )
 
 
@@ -266,7 +341,9 @@ class _Tally:
         return going
 
 
-def _in_rounds(queue: deque[tuple[str, EpisodeSpec]], models: Mapping[str, LLM], tally: _Tally) -> None:
+def _in_rounds(
+    queue: deque[tuple[str, EpisodeSpec]], models: Mapping[str, LLM], tally: _Tally, reformatter: LLM | None
+) -> None:
     """Lockstep: every live episode's next turn, one batch per model, round after round (needed when
     the two agents of an episode are different models)."""
     config, live = tally.config, []
@@ -274,39 +351,66 @@ def _in_rounds(queue: deque[tuple[str, EpisodeSpec]], models: Mapping[str, LLM],
         while queue and len(live) < config.max_live_episodes:
             eid, spec = queue.popleft()
             live.append(_Live(spec=spec, episode_id=eid))
-        live = [ep for ep, outcome in _step(live, models, config) if tally.settle(ep, outcome)]
+        live = [ep for ep, outcome in _step(live, models, config, reformatter) if tally.settle(ep, outcome)]
 
 
-def _chained(queue: deque[tuple[str, EpisodeSpec]], llm: LLM, tally: _Tally) -> None:
-    """Episodes whose agents are one model: each next turn (or retry) is asked as soon as the last
-    one is out, and a finished episode's place goes to the next in the queue, all in one
-    generate_chained call, so no episode waits for the slowest reply of a round."""
+def _chained(queue: deque[tuple[str, EpisodeSpec]], llm: LLM, tally: _Tally, reformatter: LLM | None) -> None:
+    """Episodes whose two agents are one model: each next turn or retry is asked as soon as the last
+    answer is out, and a finished episode's place goes to the next in the queue, all in one
+    generate_chained call, so no episode waits for the slowest reply of a round.
+
+    An output that holds no valid action goes to the reformatting model: within the chain when that
+    is the same model; otherwise the episode is parked, and once the chain drains the parked outputs
+    are reformatted in one batch and their episodes go on in the next chain."""
     config = tally.config
+    waiting: deque[_Live] = deque()  # episodes to (re)start: continuing ones first, then new ones
+    parked: list[tuple[_Live, LLMResponse]] = []
     live = 0
+    inline = reformatter is None or reformatter is llm
+    Key = tuple[_Live, LLMResponse | None]  # (episode, its unparsed first response while reformatting)
 
-    def start() -> list[tuple[_Live, LLMRequest]]:
+    def start() -> list[tuple[Key, LLMRequest]]:
         nonlocal live
         out = []
-        while queue and live < config.max_live_episodes:
-            eid, spec = queue.popleft()
-            ep = _Live(spec=spec, episode_id=eid)
-            out.append((ep, _request(ep, config, 0)))
+        while (waiting or queue) and live < config.max_live_episodes:
+            if waiting:
+                ep = waiting.popleft()
+            else:
+                eid, spec = queue.popleft()
+                ep = _Live(spec=spec, episode_id=eid)
+            out.append(((ep, None), _request(ep, config, 0)))
             live += 1
         return out
 
-    def then(ep: _Live, response: LLMResponse) -> list[tuple[_Live, LLMRequest]]:
+    def then(key: Key, response: LLMResponse) -> list[tuple[Key, LLMRequest]]:
         nonlocal live
-        outcome = _turn_or_error(ep, response)
-        if isinstance(outcome, str) and ep.attempt < config.retries:
+        ep, unparsed = key
+        outcome = _reformatted(ep, unparsed, response) if unparsed is not None else _turn_or_error(ep, response)
+        if isinstance(outcome, _Unparsed):
+            if inline:
+                return [((ep, response), _reformat_request(ep, outcome, config))]
+            parked.append((ep, response))
+            live -= 1
+            return start()
+        if type(outcome) is str and ep.attempt < config.retries:
             ep.attempt += 1
-            return [(ep, _request(ep, config, ep.attempt))]
+            return [((ep, None), _request(ep, config, ep.attempt))]
         ep.attempt = 0
         if tally.settle(ep, outcome):
-            return [(ep, _request(ep, config, 0))]
+            return [((ep, None), _request(ep, config, 0))]
         live -= 1
         return start()
 
-    llm.generate_chained(start(), then)
+    while True:
+        llm.generate_chained(start(), then)
+        if not parked:
+            return
+        fixer = reformatter or llm
+        fixes = fixer.generate([_reformat_request(ep, first.text, config) for ep, first in parked])
+        for (ep, first), fix in zip(parked, fixes, strict=True):
+            if tally.settle(ep, _reformatted(ep, first, fix)):
+                waiting.append(ep)
+        parked.clear()
 
 
 def run_episodes(
@@ -314,11 +418,13 @@ def run_episodes(
     models: Mapping[str, LLM],
     config: RunConfig | None = None,
     store: EpisodeStore | None = None,
+    reformatter: LLM | None = None,
 ) -> RunResult:
     """Play every spec not already in `store`, up to `max_live_episodes` at a time.
 
-    Episodes whose two agents are one model run chained (config.chained, the default); pairings of
-    two models run in rounds."""
+    `reformatter` rewrites outputs that hold no valid action (None: the turn's own model). Episodes
+    whose two agents are one model run chained (config.chained, the default); pairings of two models
+    run in rounds."""
     config = config or RunConfig()
     todo = _todo(specs, models, config)
     done = store.completed_ids() if store is not None else set()
@@ -334,8 +440,8 @@ def run_episodes(
     with tqdm(total=len(left), desc="episodes", unit="ep", disable=not config.progress) as bar:
         tally = _Tally(store, summary, config, bar)
         for label, queue in self_play.items():
-            _chained(queue, models[label], tally)
-        _in_rounds(paired, models, tally)
+            _chained(queue, models[label], tally, reformatter)
+        _in_rounds(paired, models, tally, reformatter)
     summary.duration_s = time.perf_counter() - tally.t0
     if config.progress:
         tqdm.write(str(summary))

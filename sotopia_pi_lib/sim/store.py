@@ -92,6 +92,7 @@ class RunSummary(BaseModel):
     duration_s: float = 0.0
     end_reasons: dict[str, int] = Field(default_factory=dict)
     action_counts: dict[str, int] = Field(default_factory=dict)
+    parse_counts: dict[str, int] = Field(default_factory=dict, description="turns by how their action was parsed")
     failures: list[EpisodeFailure] = Field(default_factory=list)
 
     @property
@@ -109,6 +110,7 @@ class RunSummary(BaseModel):
         self.cached_turns += turn.cached
         kind = turn.action.action_type
         self.action_counts[kind] = self.action_counts.get(kind, 0) + 1
+        self.parse_counts[turn.parse] = self.parse_counts.get(turn.parse, 0) + 1
 
     def add_episode(self, record: EpisodeRecord) -> None:
         self.completed += 1
@@ -125,7 +127,7 @@ class RunSummary(BaseModel):
             f"= {self.turns_per_s:.2f} turns/s",
             f"tokens: {self.prompt_tokens} prompt, {self.completion_tokens} completion "
             f"({self.tokens_per_s:.1f} completion tokens/s)",
-            f"end reasons: {self.end_reasons}; actions: {self.action_counts}",
+            f"end reasons: {self.end_reasons}; actions: {self.action_counts}; parsed: {self.parse_counts}",
         ]
         lines += [
             f"  failed {f.episode_id} ({f.env_id}) at turn {f.turn}: {f.error}" for f in self.failures[:10]
