@@ -88,6 +88,9 @@ class MMLUStudyConfig(MMLUConfig):
     """MMLU for the policy models (the expert is an API model in the paper and is not checked)."""
 
     models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr")
+    backend: Literal["policy", "hf"] = Field(
+        "policy", description="policy: the policy's own backend; hf: its weights and adapters through "
+        "transformers, as SOTOPIA-pi's evaluation scores them (needed for plain prompts on vllm)")
 
 
 class StudyConfig(_Strict):

@@ -215,3 +215,41 @@ def test_generate_method_answers_with_one_letter_on_the_real_model(mmlu, embedde
     for r in results:
         assert r.method == "generate" and r.logprobs is None and r.error is None
         assert r.predicted in ("A", "B", "C", "D")
+
+
+def test_dev_shots_come_from_the_dev_pool_and_are_labelled(mmlu) -> None:
+    """The official evaluation's shots: solved dev-split questions of the same subject."""
+    pool = _small_pool(mmlu)
+    dev = [q.model_copy(update={"question": f"DEV {i} {q.question}"}) for i, q in enumerate(pool)]
+    cfg = MMLUConfig(k_shot=3, shots_from="dev", prompt_format="plain", choice_prefix=" ")
+    shots = pick_shots(pool, [0, 8], cfg, dev)
+    assert all(dev[j].subject == pool[i].subject for i in (0, 8) for j in shots[i])
+    assert all(len(set(shots[i])) == 3 for i in (0, 8))
+    text = prompt_messages(pool, 0, shots[0], dev, "plain")
+    assert isinstance(text, str) and text.count("DEV ") == 3 and text.endswith("\nAnswer:")
+    with pytest.raises(ValueError, match="scored by log-probabilities"):
+        MMLUConfig(prompt_format="plain", method="generate")
+
+
+@pytest.mark.model
+def test_plain_prompts_are_scored_without_a_chat_template(mmlu, embedded_llm, embedded_model_dir) -> None:
+    """prompt_format plain (the official evaluation): the text as a document, " A".." D" as the next
+    token; equal to a direct forward; the test-split fallback is labelled on every result."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pool = _small_pool(mmlu)
+    cfg = MMLUConfig(k_shot=2, per_subject=1, shots_from="dev", prompt_format="plain", choice_prefix=" ")
+    results = evaluate_mmlu(embedded_llm, pool, cfg, dev=None, progress=False)
+    assert {(r.shots_from, r.prompt_format) for r in results} == {("test", "plain")}
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    net = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
+    letter_ids = [tok.encode(" " + letter, add_special_tokens=False)[0] for letter in "ABCD"]
+    shots = pick_shots(pool, [r.index for r in results], cfg.model_copy(update={"shots_from": "test"}))
+    for r in results:
+        text = build_prompt(pool[r.index], [pool[j] for j in shots[r.index]])
+        assert "<|im_start|>" not in text
+        with torch.inference_mode():
+            logits = net(**tok(text, return_tensors="pt")).logits[0, -1]
+        direct = torch.log_softmax(logits.float(), -1)[letter_ids]
+        assert [r.logprobs[c] for c in "ABCD"] == pytest.approx(direct.tolist(), abs=1e-3)

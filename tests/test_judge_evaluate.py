@@ -43,7 +43,7 @@ def scripted_episode(sotopia, script: dict) -> EpisodeRecord:
     return EpisodeRecord(
         episode_id=f"{env.codename}-{combo.combo_id}", env_id=env.env_id, combo_id=combo.combo_id,
         codename=env.codename, scenario=env.scenario, agent_ids=combo.agent_ids, agent_names=names,
-        goals=env.agent_goals, models=("hf:embedded",) * 2, prompt_version="sotopia-pi-lib/v1",
+        goals=env.agent_goals, models=("hf:embedded",) * 2, prompt_version="sotopia-pi-lib/v2",
         seed=script["combo_index"], turns=turns, end_reason=script["end_reason"], relationship=env.relationship,
     )  # fmt: skip
 

@@ -10,7 +10,6 @@ from sotopia_pi_lib.data.profiles import RelationshipType
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.pi.generate import (
     GenerationConfig,
-    _strip_tags,
     build_request,
     sample_inspirations,
     validate_task,
@@ -60,10 +59,11 @@ def test_copied_sotopia_scenario_is_a_near_duplicate(sotopia):
     assert finder.similarities(fresh)[1] == pytest.approx(1.0)
 
 
-def test_request_shows_one_example_without_markup(sotopia):
+def test_request_shows_one_whole_example_profile(sotopia):
+    """As the official generator: the example is the scenario's whole profile, goal markup included."""
     env = next(e for e in sotopia.environments.values() if e.codename == "divide_things")
     req = build_request(sotopia.inspirational_prompts[0], env, GenerationConfig(n_tasks=1), seed=0)
     user = req.messages[-1].content
-    assert env.scenario in user and "<extra_info>" not in user and sotopia.inspirational_prompts[0].prompt in user
-    assert _strip_tags(env.agent_goals[0]) == "Maximize the points you have while dividing things fairly"
+    assert env.model_dump_json() in user and "<extra_info>" in user
+    assert sotopia.inspirational_prompts[0].prompt in user
     assert req.json_schema["required"][:3] == ["scenario", "agent1_goal", "agent2_goal"]

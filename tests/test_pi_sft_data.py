@@ -107,7 +107,7 @@ def test_bad_json_and_layout_errors_name_the_line(tmp_path):
 def test_released_file_errors(tmp_path):
     path = tmp_path / "released.json"
     path.write_text(json.dumps([{"input": "prompt only"}]))
-    with pytest.raises(DataError, match=r"entry 0: missing keys \['output', 'value'\]"):
+    with pytest.raises(DataError, match=r"entry 0 has keys \['input'\]; expected"):
         examples_from_released(path)
     path.write_text(json.dumps([{"input": "p", "output": "not json", "value": 1}]))
     with pytest.raises(DataError, match="entry 0: output is not a JSON action"):

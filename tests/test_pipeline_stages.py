@@ -40,3 +40,23 @@ def test_safety_transcripts_show_base_and_the_last_trained_model(sotopia):
     assert list(df.columns) == ["base", "bc"] and "Turn 1" in df.loc[0, "base"]
     only_base = [r for r in runs if r.model == "base"]
     assert list(stages.safety_transcripts(only_base, ("base", "bc")).columns) == ["base"]
+
+
+def test_benchmark_table_counts_the_evaluated_sides_parse_outcomes(sotopia):
+    from sotopia_pi_lib.judge import DIMENSIONS, RUBRIC_VERSION, EpisodeRating, parse_judgement
+
+    ep = scripted_episode(sotopia, SCRIPTS[0])
+    turns = [t.model_copy(update={"parse": p}) for t, p in
+             zip(ep.turns, ["reformatted", "unparseable", "unparseable", "ok", "ok", "ok", "ok", "ok"], strict=False)]
+    ep = ep.model_copy(update={"turns": turns, "tags": {"eval_position": "0"}})
+    obj = {k: {d.name: {"reasoning": "", "score": max(d.low, min(d.high, 3))} for d in DIMENSIONS}
+           for k in ("agent_1", "agent_2")}  # fmt: skip
+    rating = EpisodeRating(episode_id=ep.episode_id, judge="j", rubric_version=RUBRIC_VERSION, sample_index=0,
+                           temperature=0.0, agents=parse_judgement(obj, "t"))  # fmt: skip
+    table = stages.benchmark_table([BenchmarkRun(model="base", task_set="sotopia_all", episodes=[ep],
+                                                 ratings=[rating])])  # fmt: skip
+    row = table.loc[("sotopia_all", "base")]
+    mine = [t for t in turns if t.agent == 0]
+    assert row["goal"] == 3 and row["turns"] == len(mine)
+    assert row["reformatted"] == sum(t.parse == "reformatted" for t in mine) == 1
+    assert row["unparseable"] == sum(t.parse == "unparseable" for t in mine) == 1

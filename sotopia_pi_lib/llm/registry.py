@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from ..errors import BackendError, ConfigError, SotopiaPiError
 from ..paths import models_dir, project_root
-from .base import LLM, Chain, Then
+from .base import LLM, Chain, Prompt, Then
 from .cache import ResponseCache, choice_key, default_cache_path, model_hash, request_key
 from .json_output import check_schemas
-from .types import BACKENDS, LLMRequest, LLMResponse, Message, ModelSpec
+from .types import BACKENDS, LLMRequest, LLMResponse, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ class CachedLLM(LLM):
             )
         return fresh
 
-    def choice_logprobs(
-        self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]
-    ) -> list[dict[str, float]]:
+    def choice_logprobs(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[dict[str, float]]:
         if self.cache is None:
             return self.inner.choice_logprobs(prompts, choices)
         model = model_hash(self.identity())

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import LLM, Chain, Then
+from .base import LLM, Chain, Prompt, Then
 from .pricing import find_price, price_table
-from .types import LLMRequest, LLMResponse, Message, ModelSpec
+from .types import LLMRequest, LLMResponse, ModelSpec
 
 
 class RoleUsage(BaseModel):
@@ -92,7 +92,7 @@ class MeteredLLM(LLM):
             self.usage.calls += 1
             self.usage.seconds += time.perf_counter() - t0
 
-    def choice_logprobs(self, prompts: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[dict[str, float]]:
+    def choice_logprobs(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[dict[str, float]]:
         t0 = time.perf_counter()
         out = self.inner.choice_logprobs(prompts, choices)
         self.usage.calls += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +24,7 @@ from ..sim.pairing import candidate_pairs
 from .similarity import DuplicateFinder, task_text
 from .tasks import GeneratedTask, GenerationReport, RejectedTask
 
-PROMPT_VERSION = "taskgen/v1"
+PROMPT_VERSION = "taskgen/v2"
 SOURCES = ("social_iqa", "social_chem", "normbank")
 SOURCE_NAMES = {
     "social_iqa": "Social IQa (everyday social situations)",
@@ -83,17 +82,10 @@ def sample_inspirations(
 
 
 def render_example(env: EnvironmentProfile) -> str:
-    lo, hi = (env.age_constraint or [(18, 70)])[0]
-    return (
-        f'{{"scenario": "{env.scenario}", "agent1_goal": "{_strip_tags(env.agent_goals[0])}", '
-        f'"agent2_goal": "{_strip_tags(env.agent_goals[1])}", "relationship": "{env.relationship.name}", '
-        f'"min_age": {lo}, "max_age": {hi}}}'
-    )
-
-
-def _strip_tags(goal: str) -> str:
-    """SOTOPIA goals carry <extra_info>/<strategy_hint> markup; the example shows the plain goal."""
-    return re.sub(r"\s*\(?<(\w+)>.*?</\1>\)?", "", goal).strip()
+    """The example scenario as the official generator shows it: the whole profile as JSON, goals with
+    their <extra_info>/<strategy_hint> markup (sotopia-pi data_generate/generate_new_envs.py passes
+    `env.json()` of a randomly drawn SOTOPIA scenario)."""
+    return env.model_dump_json()
 
 
 def build_request(

@@ -124,11 +124,13 @@ def write_examples(path: str | Path, examples: Iterable[SFTExample]) -> Path:
 
 
 def examples_from_released(path: str | Path, source: str = "released", drop_none: bool = True) -> list[SFTExample]:
-    """Turn SOTOPIA-pi's released training data ({input, output, value} records) into examples, so
-    users can train on the published GPT-4 data directly.
+    """Turn released training data (SOTOPIA-pi's {instruction, input, output} or sotopia-rl's
+    {input, output, value} records) into examples, so users can train on the published GPT-4 data.
 
-    Parsing and checks are `sim.released`'s; the released `input` (the agent's whole prompt as one
-    string) becomes the single user message, which is how the released data fine-tuned a chat model.
+    Parsing and checks are `sim.released`'s; the released prompt (the agent's whole prompt as one
+    string) becomes the single user message, which is how the released data fine-tuned a chat model
+    (SOTOPIA-pi's llama2-sotopia template: "[INST] {prompt} [/INST]", no system text). `value` is
+    sotopia-rl's per-turn value where the file has one.
     """
     from ..sim.released import load_released, released_training_pairs
 

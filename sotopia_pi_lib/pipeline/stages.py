@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ..analysis.annotation import build_packet, load_packet, write_packet
-from ..data.mmlu import load_mmlu
+from ..data.mmlu import load_mmlu, load_mmlu_dev
 from ..errors import ConfigError, DataError
 from ..evaluate.benchmark import BenchmarkPlan, BenchmarkRun, adapter_spec, run_benchmarks, select_combos
 from ..evaluate.compliance import ComplianceFlag, judge_compliance
@@ -248,18 +248,24 @@ def safety_transcripts(runs: list[BenchmarkRun], models: Sequence[str], k: int =
 
 
 def benchmark_table(runs: list[BenchmarkRun]) -> pd.DataFrame:
+    """Per task set and model: rated episodes, mean goal and overall of the evaluated side, and how many
+    of that side's turns needed the reformatting model or ended up `none` because nothing parsed."""
     rows = []
     for run in runs:
         for ep in run.episodes:
             pos = int(ep.tags["eval_position"])
             rs = [r for r in run.ratings if r.episode_id == ep.episode_id]
+            mine = [t for t in ep.turns if t.agent == pos]
             if rs:
                 rows.append({"model": run.model, "task_set": run.task_set, "position": pos,
                              "goal": sum(r.agents[pos].scores["goal"] for r in rs) / len(rs),
-                             "overall": sum(r.agents[pos].overall for r in rs) / len(rs)})
+                             "overall": sum(r.agents[pos].overall for r in rs) / len(rs),
+                             "turns": len(mine), "reformatted": sum(t.parse == "reformatted" for t in mine),
+                             "unparseable": sum(t.parse == "unparseable" for t in mine)})
     df = pd.DataFrame(rows)
-    return df.groupby(["task_set", "model"]).agg(episodes=("goal", "size"), goal=("goal", "mean"),
-                                                 overall=("overall", "mean")).round(2)
+    return df.groupby(["task_set", "model"]).agg(
+        episodes=("goal", "size"), goal=("goal", "mean"), overall=("overall", "mean"), turns=("turns", "sum"),
+        reformatted=("reformatted", "sum"), unparseable=("unparseable", "sum")).round(2)
 
 
 def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
@@ -267,9 +273,19 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
     cfg = ctx.cfg.mmlu
     questions = load_mmlu()
     chosen = [questions[i] for i in select_questions(questions, cfg)]
+    dev = None
+    if cfg.shots_from == "dev" and cfg.k_shot > 0:
+        try:
+            dev = load_mmlu_dev()
+        except DataError as e:  # offline: the test-split shots are the labelled fallback
+            print(f"MMLU: {e}; few-shot examples come from the test split instead")
     out = {}
     for name in cfg.models:
-        results = evaluate_mmlu(ctx.model(name, spec=policy_spec(ctx, name)), chosen, cfg)
+        spec = policy_spec(ctx, name)
+        if cfg.backend == "hf" and spec.backend != "hf":  # the weights through transformers
+            spec = spec.model_copy(update={"backend": "hf", "options": {}})
+        label = name if spec == policy_spec(ctx, name) else f"{name}+hf"
+        results = evaluate_mmlu(ctx.model(label, spec=spec), chosen, cfg, dev=dev)
         save_mmlu_results(ctx.paths.mmlu(name), results)
         out[name] = results
     return out

@@ -1,9 +1,15 @@
-"""Import the released SOTOPIA-pi SFT data: a JSON list of {input, output, value}.
+"""Import released SOTOPIA-style SFT data: a JSON list of examples in one of two formats.
 
-`input` is the agent's full prompt at one turn (SOTOPIA's own prompt wording), `output` the JSON
-action the expert took, `value` the judge's goal score of that agent's episode. Importing it lets a
-user train on the published GPT-4 data directly. Every entry is validated up front, so a bad entry is
-an error naming the file and its index before any training starts, never a crash mid-run.
+- SOTOPIA-pi's own files, `{instruction, input, output}` (sotopia-lab/sotopia-pi,
+  data_process/utils/data_filtering.py writes them with an empty instruction): `input` is the agent's
+  full prompt at one turn in SOTOPIA's wording, `output` the JSON action. LLaMA-Factory, which trained
+  the released models, builds the prompt as `instruction + "\n" + input` when `input` is non-empty
+  (llm_rl/src/llmtuner/dsets/preprocess.py), so that is the prompt imported here.
+- sotopia-rl's `{input, output, value}` (sotopia-lab/sotopia-rl), the same prompt/action pair with
+  `value`, a per-turn value from its reward model — not the episode's goal score.
+
+Importing lets a user train on the published data directly. Every entry is validated up front, so a
+bad entry is an error naming the file and its index before any training starts, never a crash mid-run.
 """
 
 from __future__ import annotations
@@ -21,16 +27,26 @@ from .episode import AgentAction
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+FORMATS = {"sotopia-pi": ("instruction", "input", "output"), "sotopia-rl": ("input", "output", "value")}
+
+
 class ReleasedExample(BaseModel):
     """One released training example, with its action parsed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     index: int = Field(ge=0, description="position in the released file")
+    format: str = Field(description="sotopia-pi {instruction, input, output} or sotopia-rl {input, output, value}")
+    instruction: str = ""
     input: str = Field(min_length=1)
     output: str
-    value: float
+    value: float | None = Field(None, description="sotopia-rl's per-turn value; None in SOTOPIA-pi's files")
     action: AgentAction
+
+    @property
+    def prompt(self) -> str:
+        """The prompt the example trains on (LLaMA-Factory: instruction, newline, input)."""
+        return self.instruction + "\n" + self.input if self.format == "sotopia-pi" else self.input
 
 
 class TrainingPair(BaseModel):
@@ -47,10 +63,10 @@ class TrainingPair(BaseModel):
 def _entry(raw: object, index: int, where: str) -> ReleasedExample:
     if not isinstance(raw, dict):
         raise DataError(f"{where}: entry {index} is a {type(raw).__name__}, not an object")
-    missing = [k for k in ("input", "output", "value") if k not in raw]
-    extra = sorted(set(raw) - {"input", "output", "value"})
-    if missing or extra:
-        raise DataError(f"{where}: entry {index}: missing keys {missing}, unexpected keys {extra}")
+    fmt = next((name for name, keys in FORMATS.items() if set(raw) == set(keys)), None)
+    if fmt is None:
+        raise DataError(f"{where}: entry {index} has keys {sorted(raw)}; expected SOTOPIA-pi's "
+                        "{instruction, input, output} or sotopia-rl's {input, output, value}")
     if not isinstance(raw["output"], str):
         raise DataError(f"{where}: entry {index}: output must be a string holding a JSON action")
     try:
@@ -74,9 +90,8 @@ def _entry(raw: object, index: int, where: str) -> ReleasedExample:
             f"{where}: entry {index}: output is not a JSON action ({problem}): {raw['output']!r:.80}"
         ) from None
     try:
-        return ReleasedExample(
-            index=index, input=raw["input"], output=raw["output"], value=raw["value"], action=action
-        )
+        return ReleasedExample(index=index, format=fmt, instruction=raw.get("instruction", ""), input=raw["input"],
+                               output=raw["output"], value=raw.get("value"), action=action)
     except ValidationError as e:
         problem = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:2])
         raise DataError(f"{where}: entry {index}: {problem}") from None
@@ -92,9 +107,7 @@ def load_released(path: str | Path) -> list[ReleasedExample]:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
     if not isinstance(data, list):
-        raise DataError(
-            f"{path}: expected a JSON list of {{input, output, value}} entries, got {type(data).__name__}"
-        )
+        raise DataError(f"{path}: expected a JSON list of training examples, got {type(data).__name__}")
     return [_entry(raw, i, str(path)) for i, raw in enumerate(data)]
 
 
@@ -111,7 +124,7 @@ def released_training_pairs(
     for ex in examples:
         if drop_none and ex.action.action_type == "none":
             continue
-        prompt = ex.input if keep_ansi else _ANSI.sub("", ex.input)
+        prompt = ex.prompt if keep_ansi else _ANSI.sub("", ex.prompt)
         pairs.append(
             TrainingPair(prompt=prompt, completion=ex.output, value=ex.value, source=f"released[{ex.index}]")
         )
