@@ -76,3 +76,25 @@ def test_models_must_be_trainable_from_the_collected_data():
     raw["collect"] = {"sources": ["sr"], "bc_sr": True}
     with pytest.raises(ConfigError, match="bc_sr needs 'bc'"):
         parse_config(raw)
+
+
+def test_paper_profile_runs_the_papers_protocol_models_and_recipe():
+    """What docs/fidelity.md says the paper profile does, pinned."""
+    cfg = load_config(PARAMS / "paper.yaml")
+    assert {r: getattr(cfg.models, r).model for r in ("task_generator", "expert", "partner", "judge")} == {
+        "task_generator": "gpt-4-1106-preview", "expert": "gpt-4-0613", "partner": "gpt-3.5-turbo-0613",
+        "judge": "gpt-4-0613"}
+    assert cfg.generate.sampling.temperature == 0.5
+    sim = cfg.simulation
+    assert (sim.rules.max_turns, sim.rules.max_stale_turns, sim.rules.ending) == (20, 2, "official")
+    assert (sim.visibility, sim.constrained, sim.reformat_role, sim.sampling.temperature) == ("official", False,
+                                                                                               "partner", 1.0)
+    assert cfg.judge.reasoning_max_chars is None and cfg.judge.samples == 1 and cfg.judge.temperature in (None, 0)
+    t = cfg.train
+    assert (t.qlora, t.lora.r, t.lora.alpha, t.lora.dropout, t.lora.target_modules) == (True, 8, 32, 0.1,
+                                                                                         ("q_proj", "v_proj"))
+    assert (t.lr, t.scheduler, t.warmup_ratio, t.max_length, t.epochs, t.batch_size, t.grad_accum) == (
+        5e-5, "cosine", 0.03, 4096, 20, 4, 1)
+    m = cfg.mmlu
+    assert (m.k_shot, m.shots_from, m.prompt_format, m.choice_prefix, m.per_subject) == (5, "dev", "plain", " ", None)
+    assert cfg.evaluate.task_sets == {"sotopia_all": None, "sotopia_hard": None} and cfg.evaluate.both_positions

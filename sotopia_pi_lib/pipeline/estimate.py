@@ -29,13 +29,20 @@ def _episode_turns(turns: int) -> tuple[int, int]:
     return len(mine), sum(AGENT_PROMPT + AGENT_PER_TURN * t for t in mine)
 
 
+# Uncapped reasoning (the paper's judge): about 80 tokens per dimension, an assumption (GPT-4's
+# reasoning length cannot be measured here) that keeps the estimate an upper bound in practice.
+UNCAPPED_REASONING_TOKENS = 80
+
+
 def _judge_reply(cfg: StudyConfig) -> int:
-    return 14 * (cfg.judge.reasoning_max_chars // 4 + 20)
+    cap = cfg.judge.reasoning_max_chars
+    return 14 * ((cap // 4 if cap is not None else UNCAPPED_REASONING_TOKENS) + 20)
 
 
 def plan_calls(cfg: StudyConfig, data: SotopiaData) -> pd.DataFrame:
     """One row per (stage, role): calls, prompt and completion tokens."""
-    turns = cfg.simulation.rules.max_turns
+    rules = cfg.simulation.rules
+    turns = rules.max_turns + (1 if rules.ending == "official" else 0)  # official: the limit is exceeded
     calls_per_seat, prompt_per_seat = _episode_turns(turns)
     rows = []
 
