@@ -8,9 +8,10 @@ from sotopia_pi_lib.pipeline.estimate import cost_table, plan_calls
 def test_paper_profile_costs_come_from_openai_roles_only(sotopia):
     cfg = load_config(resolve_params("params/paper.yaml"))
     table = cost_table(cfg, sotopia)
-    # evaluation: 5 models x (450 + 70 + 35 combos) x 2 positions episodes, 10 partner turns each
+    # evaluation: 5 models x (450 + 70 + 35 combos) x 2 positions episodes of at most 21 turns (the
+    # official rule ends an episode once the limit of 20 is exceeded), 11 of them the first seat's
     partner = table[(table.stage == "05_evaluate") & (table.role == "partner")]
-    assert int(partner["calls"].iloc[0]) == 5 * (450 + 70 + 35) * 2 * 10
+    assert int(partner["calls"].iloc[0]) == 5 * (450 + 70 + 35) * 2 * 11
     assert (table[table.role == "policy"]["cost_usd"] == 0).all()  # Mistral on a GPU: no API cost
     assert table[table.role == "judge"]["cost_usd"].sum() > 0 and table["cost_usd"].sum() > 100
 
