@@ -14,7 +14,9 @@ from ..data.profiles import AgentProfile, RelationshipType
 
 ActionType = Literal["none", "speak", "non-verbal communication", "action", "leave"]
 ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
-EndReason = Literal["leave", "max_turns", "stale"]
+# "released": an imported episode whose source records its turns but not why it ended (SOTOPIA-pi's
+# released human-evaluation transcripts drop the empty turns that would tell a turn limit from a stall).
+EndReason = Literal["leave", "max_turns", "stale", "released"]
 
 
 class AgentAction(BaseModel):
