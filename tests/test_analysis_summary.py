@@ -33,6 +33,11 @@ def test_summary_has_the_numbers_gaps_and_provenance(tmp_path):
         tables.mmlu_stats[tables.mmlu_stats["model"] == "bc"].set_index("category").loc["all", "accuracy"]
     )
     assert f"{100 * bc_mmlu:.1f}% [" in text and "| SR | no data | no data |" in text
+    # the released human evaluation, from the release alone: the paper's human goals and gaps
+    section = text[text.index("## SOTOPIA-pi's released human evaluation"):]
+    assert "| base (Mistral-7B) | 28 | 2.89 [" in section and "| 2.89 |" in section
+    assert "| BC+SR | 28 | 4.29 [" in section and "| 5.71 | 1.42 | 1.42 |" in section
+    assert "| gpt-4 (released SOTOPIA scores) | 56 | 0.79 [" in section
     comp = np.mean(s.complied["bc"])
     assert f"{100 * comp:.1f}% [" in text
     assert "git 0123456789" in text and "05_evaluate: done" in text

@@ -1,5 +1,5 @@
 """SOTOPIA-pi's released human evaluation: the paper's human numbers, agreement between annotators,
-the GPT-4-versus-human gap, and any judge measured against the humans.
+and the GPT-4-versus-human gap figure, from the release alone; with `judge_vs_human`, any judge.
 
 How the paper averaged (SOTOPIA-pi's human_eval/official_test_analysis.py: `get_human_score`, then
 `average_score`): each episode's scores are first averaged over its annotators, then the tested
@@ -16,41 +16,39 @@ remaining rating of an item; Pearson's r pairs the first two annotators of an it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..data.human_eval import ReleasedHumanEval
-from ..data.sources import HUMAN_EVAL_CSVS
+from ..data.human_eval import ReleasedHumanEval, load_human_eval
 from ..errors import DataError
-from ..judge.ratings import EpisodeRating
+from ..judge.ratings import EpisodeRating, RatingKey
+from ..paths import shared_data_dir
 from ..store.files import atomic_write_text
-from .agreement import (
-    DIMENSIONS,
-    Raters,
-    goal_gap,
-    item_means,
-    judge_reference_correlation,
-    krippendorff_alpha,
+from ..store.jsonl import iter_jsonl
+from ..store.run import RunPaths
+from .agreement import DIMENSIONS, krippendorff_alpha
+from .judge_vs_human import (
+    ANNOTATORS,
+    RELEASED_GPT4,
+    RELEASED_MODELS,
+    judge_frame,
+    judge_goal_gap,
+    judge_vs_human,
+    released_gpt4_frame,
 )
-from .reference import HardGoalBlock, SotopiaPiReference
+from .reference import SOTOPIA_PI_REFERENCE, HardGoalBlock, SotopiaPiReference, load_reference
 from .stats import CONFIDENCE, mean_ci
 
-RELEASED_MODELS: tuple[str, ...] = tuple(HUMAN_EVAL_CSVS)  # mistral-7b, sr, bc, bc+sr, gpt-4, gpt-3.5
 METRICS: tuple[str, ...] = (*DIMENSIONS, "overall")
 HUMAN_CSV_COLUMNS = ["model", "dimension", "n", "mean", "ci_low", "ci_high", "paper"]
-JUDGE_CSV_COLUMNS = ["judge", "dimension", "n", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman",
-                     "mean_judge", "mean_human"]
 RATING_COLUMNS = ["rater", "episode_id", "agent", "dimension", "score", "reasoning", "source"]
-RELEASED_GPT4 = "gpt-4 (released SOTOPIA scores)"
-ANNOTATORS = Raters(kind="human", label="SOTOPIA-pi annotators")
-# Resamples of the Spearman intervals (each resample re-ranks every item): 2,000 keep the bounds
-# stable to ~0.01 and the released-data analysis within its time budget.
-SPEARMAN_RESAMPLES = 2_000
 ALL = "all"
 
 
@@ -135,64 +133,6 @@ def annotator_agreement(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def released_gpt4_frame(ev: ReleasedHumanEval) -> pd.DataFrame:
-    """GPT-4's released scores of the released episodes it rated, as a judge rating table."""
-    rows = [{"rater": RELEASED_GPT4, "episode_id": pk, "agent": agent, "dimension": dim, "score": score,
-             "model": ev.model_of(pk), "tested": agent in ev.episodes[pk].tested_positions}
-            for pk, scores in ev.gpt4.items() if pk in ev.views
-            for agent, side in enumerate(scores.agents) for dim, score in side.items()]
-    return pd.DataFrame(rows)
-
-
-def judge_frame(ratings: Sequence[EpisodeRating], ev: ReleasedHumanEval) -> dict[str, pd.DataFrame]:
-    """The study's judge ratings of released episodes as rating tables, one per judge label; a rating
-    of an episode outside the release, or one judge under two rubric versions, is an error."""
-    unknown = sorted({r.episode_id for r in ratings} - set(ev.views))
-    if unknown:
-        raise DataError(f"ratings of {len(unknown)} episodes that are not released human-evaluation "
-                        f"episodes (e.g. {unknown[:3]}); files from another source mixed in?")
-    out = {}
-    for judge in sorted({r.judge for r in ratings}):
-        mine = [r for r in ratings if r.judge == judge]
-        versions = sorted({r.rubric_version for r in mine})
-        if len(versions) > 1:
-            raise DataError(f"judge {judge} rated the released episodes under rubric versions {versions}; "
-                            "their scores are not comparable: delete the older ratings or re-judge")
-        out[judge] = pd.DataFrame([
-            {"rater": f"{judge}#{r.sample_index}", "episode_id": r.episode_id, "agent": agent,
-             "dimension": dim, "score": float(s), "model": ev.model_of(r.episode_id),
-             "tested": agent in ev.episodes[r.episode_id].tested_positions}
-            for r in mine for agent, side in enumerate(r.agents) for dim, s in side.scores.items()])
-    return out
-
-
-def judge_vs_human(judge: pd.DataFrame, humans: pd.DataFrame, label: str) -> pd.DataFrame:
-    """judge_vs_human.csv rows of one judge: per dimension over every agent side both rated, Pearson
-    (Fisher-z CI) and Spearman between the judge's score (mean over samples) and the annotators' mean."""
-    human = humans.assign(rater=humans["source"])  # one rater per released row: repeats stay apart
-    corr = judge_reference_correlation(judge, human, judge_label=label, raters=ANNOTATORS,
-                                       n_resamples=SPEARMAN_RESAMPLES).set_index("dimension")
-    both = item_means(judge, f"ratings of {label}").merge(item_means(human, "released ratings"),
-                                                          on=["episode_id", "agent", "dimension"],
-                                                          suffixes=("_judge", "_human"))
-    means = both.groupby("dimension")[["score_judge", "score_human"]].mean()
-    return pd.DataFrame([
-        {"judge": label, "dimension": dim, "n": int(corr.loc[dim, "n"]), "pearson": corr.loc[dim, "pearson_r"],
-         "pearson_ci_low": corr.loc[dim, "pearson_ci_low"], "pearson_ci_high": corr.loc[dim, "pearson_ci_high"],
-         "spearman": corr.loc[dim, "spearman_rho"], "mean_judge": means.loc[dim, "score_judge"],
-         "mean_human": means.loc[dim, "score_human"]}
-        for dim in DIMENSIONS if dim in corr.index], columns=JUDGE_CSV_COLUMNS)
-
-
-def judge_goal_gap(judge: pd.DataFrame, humans: pd.DataFrame, label: str, *, seed: int = 0) -> pd.DataFrame:
-    """Per model, the judge's goal minus the annotators' on the tested sides both rated (95% CI) — the
-    paper's finding, that this gap grows from the base model to BC+SR, put to any judge."""
-    human = humans[humans["tested"]].assign(rater=lambda d: d["source"])
-    gap = goal_gap(judge[judge["tested"]], human, judge_label=label, raters=ANNOTATORS, seed=seed)
-    order = {m: i for i, m in enumerate(RELEASED_MODELS)}
-    return gap.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
-
-
 def gap_figure_table(means: pd.DataFrame, ev: ReleasedHumanEval, reference: HardGoalBlock | None) -> pd.DataFrame:
     """The paper's gap figure from data: per paper model, GPT-4's published goal, the human goal
     computed here (with CI), their difference and the published gap; for GPT-4, also its goal from
@@ -221,14 +161,45 @@ def gap_figure_table(means: pd.DataFrame, ev: ReleasedHumanEval, reference: Hard
 class HumanEvalTables:
     """Everything 06 reports on the released human evaluation (see `human_eval_tables`)."""
 
-    ratings: pd.DataFrame  # the released ratings, tidy
+    ratings: pd.DataFrame  # the released ratings, tidy (released_rating_table)
     means: pd.DataFrame  # released_human_eval.csv
-    agreement: pd.DataFrame
-    gap_figure: pd.DataFrame
-    judge_vs_human: pd.DataFrame  # judge_vs_human.csv: released GPT-4, then the study's judges
+    agreement: pd.DataFrame  # between annotators, per model and pooled
+    gap_figure: pd.DataFrame  # the paper's gap figure, from data
+    judge_vs_human: pd.DataFrame  # judge_vs_human.csv: GPT-4's released scores, then the study's judges
     judge_gap: pd.DataFrame  # per judge and model: goal gap on the tested sides
     judge_items: dict[str, pd.DataFrame] = field(default_factory=dict)  # judge -> its rating table
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def judges(self) -> list[str]:
+        return list(dict.fromkeys(self.judge_vs_human["judge"]))
+
+
+def release_tables(ev: ReleasedHumanEval, reference: SotopiaPiReference | None = None, *,
+                   seed: int = 0) -> HumanEvalTables:
+    """Every table that needs the release alone (GPT-4's released scores are its only judge)."""
+    block = reference.hard_goal_vs_gpt35_partner if reference is not None else None
+    notes = [] if block is not None else ["the paper's reference figures are unavailable: `paper` is empty"]
+    table = released_rating_table(ev)
+    means = human_means(tested_item_means(table), block, seed=seed)
+    gpt4 = released_gpt4_frame(ev)
+    return HumanEvalTables(
+        ratings=table, means=means, agreement=annotator_agreement(table),
+        gap_figure=gap_figure_table(means, ev, block), judge_vs_human=judge_vs_human(gpt4, table, RELEASED_GPT4),
+        judge_gap=judge_goal_gap(gpt4, table, RELEASED_GPT4, seed=seed), judge_items={RELEASED_GPT4: gpt4},
+        notes=notes)
+
+
+def with_judges(base: HumanEvalTables, ev: ReleasedHumanEval, judge_ratings: Sequence[EpisodeRating], *,
+                seed: int = 0) -> HumanEvalTables:
+    """`base` plus the study's judges against the humans on the released episodes they rated."""
+    frames = judge_frame(judge_ratings, ev)
+    vs = [base.judge_vs_human, *(judge_vs_human(f, base.ratings, label) for label, f in frames.items())]
+    gaps = [base.judge_gap, *(judge_goal_gap(f, base.ratings, label, seed=seed) for label, f in frames.items())]
+    note = [] if frames else ["the study's judge has not rated the released episodes (notebook 05 does)"]
+    return dataclasses.replace(
+        base, judge_vs_human=pd.concat(vs, ignore_index=True), judge_gap=pd.concat(gaps, ignore_index=True),
+        judge_items=base.judge_items | frames, notes=[*base.notes, *note])
 
 
 def human_eval_tables(
@@ -240,21 +211,45 @@ def human_eval_tables(
 ) -> HumanEvalTables:
     """Every table of the released human evaluation from the release alone, plus the study's judge
     against the humans on the released episodes it rated (`judge_ratings`, from notebook 05)."""
-    block = reference.hard_goal_vs_gpt35_partner if reference is not None else None
-    notes = [] if block is not None else ["the paper's reference figures are unavailable: `paper` is empty"]
-    table = released_rating_table(ev)
-    means = human_means(tested_item_means(table), block, seed=seed)
-    judges = {RELEASED_GPT4: released_gpt4_frame(ev)} | judge_frame(judge_ratings, ev)
-    vs, gaps = [], []
-    for label, frame in judges.items():
-        vs.append(judge_vs_human(frame, table, label))
-        gaps.append(judge_goal_gap(frame, table, label, seed=seed))
-    if not judge_ratings:
-        notes.append("the study's judge has not rated the released episodes (notebook 05 does)")
-    return HumanEvalTables(
-        ratings=table, means=means, agreement=annotator_agreement(table),
-        gap_figure=gap_figure_table(means, ev, block), judge_vs_human=pd.concat(vs, ignore_index=True),
-        judge_gap=pd.concat(gaps, ignore_index=True), judge_items=judges, notes=notes)
+    return with_judges(release_tables(ev, reference, seed=seed), ev, judge_ratings, seed=seed)
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat() if path.is_file() else None
+    return (str(path), st.st_mtime_ns if st else 0, st.st_size if st else -1)
+
+
+@lru_cache(maxsize=2)
+def _cached_release(stamps: tuple[tuple[str, int, int], ...], seed: int) -> tuple[ReleasedHumanEval, HumanEvalTables]:
+    """The release-only tables, computed once per process for the same files (a few seconds): `make
+    figures` and the tests build the run tables many times over the same release."""
+    del stamps  # the key: the files' paths, sizes and modification times
+    try:
+        reference = load_reference()
+    except DataError:
+        reference = None
+    ev = load_human_eval()
+    return ev, release_tables(ev, reference, seed=seed)
+
+
+def read_released_judgements(paths: RunPaths, rubric_version: str | None = None) -> list[EpisodeRating]:
+    """The study's judge ratings of released episodes in a run (05); only read, never repaired; with
+    `rubric_version`, other versions are ignored."""
+    out, seen = [], set[RatingKey]()
+    if paths.released_ratings.is_file():
+        for _, r in iter_jsonl(paths.released_ratings, EpisodeRating):
+            if r.key not in seen and rubric_version in (None, r.rubric_version):
+                seen.add(r.key)
+                out.append(r)
+    return out
+
+
+def load_run_human_eval(paths: RunPaths, *, rubric_version: str | None = None, seed: int = 0) -> HumanEvalTables:
+    """The released human evaluation for a run: the release's tables and the run's judge against them."""
+    ev = load_human_eval()  # verifies (and if needed fetches) the files before they key the cache
+    stamps = tuple(_stamp(p) for p in (*ev.files.values(), shared_data_dir() / SOTOPIA_PI_REFERENCE))
+    ev, base = _cached_release(stamps, seed)
+    return with_judges(base, ev, read_released_judgements(paths, rubric_version), seed=seed)
 
 
 def write_human_eval_csvs(tables: HumanEvalTables, out_dir: Path) -> list[Path]:
