@@ -48,13 +48,12 @@ from .stats import CONFIDENCE, mean_ci
 
 METRICS: tuple[str, ...] = (*DIMENSIONS, "overall")
 HUMAN_CSV_COLUMNS = ["model", "dimension", "n", "mean", "ci_low", "ci_high", "paper"]
-RATING_COLUMNS = ["rater", "episode_id", "agent", "dimension", "score", "reasoning", "source"]
 ALL = "all"
 
 
 def released_rating_table(ev: ReleasedHumanEval) -> pd.DataFrame:
-    """The released ratings as the project's tidy rating table (the columns `annotation.read_annotations`
-    gives returned packets), plus `model` (the released label), `tested` (the tested model's side) and
+    """The released ratings as the project's rating table (`annotation.RATING_COLUMNS`, as returned
+    packets import), plus `model` (the released label), `tested` (the tested model's side) and
     `slot` (the annotator's rank on that episode in file order; repeated annotators get no slot)."""
     rows, slots = [], {}
     for r in ev.ratings:

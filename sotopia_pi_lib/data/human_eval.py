@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,7 +228,7 @@ def _agents(row: dict[str, str], where: str) -> tuple[dict[str, HumanScore], dic
     return sides[0], sides[1]
 
 
-def _view(cell: str, where: str) -> AnnotatorView:
+def parse_view(cell: str, where: str) -> AnnotatorView:
     at = f"{where}, column data"
     try:
         raw = json.loads(cell)
@@ -249,6 +250,22 @@ def _check_pk(pk: str, label: str, episodes: dict[str, EpisodeModels], where: st
                         f"model map, not to {folder!r} of the {label} file")
 
 
+def iter_released_rows(path: Path) -> Iterator[tuple[int, dict[str, str], tuple[dict[str, HumanScore], dict[str, HumanScore]]]]:
+    """Every row of a file in the released CSV format: its first line, its cells by column and both
+    agents' scores; the header and every score are checked (DataError naming file, line, column)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = _header(path, next(reader, None))
+        start = reader.line_num + 1
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            where = f"{path}, line {line}"
+            if len(cells) != len(header):
+                raise DataError(f"{where}: {len(cells)} cells, the header has {len(header)}")
+            row = dict(zip(header, cells, strict=True))
+            yield line, row, _agents(row, where)
+
+
 def read_human_eval_csv(
     path: Path, label: str, episodes: dict[str, EpisodeModels]
 ) -> tuple[list[ReleasedRating], dict[str, AnnotatorView]]:
@@ -256,27 +273,18 @@ def read_human_eval_csv(
     if label not in HUMAN_EVAL_CSVS:
         raise DataError(f"unknown released model {label!r}; known: {list(HUMAN_EVAL_CSVS)}")
     ratings, views, cells = [], {}, {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = _header(path, next(reader, None))
-        start = reader.line_num + 1
-        for cells_ in reader:
-            line, start = start, reader.line_num + 1
-            where = f"{path}, line {line}"
-            if len(cells_) != len(header):
-                raise DataError(f"{where}: {len(cells_)} cells, the header has {len(header)}")
-            row = dict(zip(header, cells_, strict=True))
-            pk = row["pk"].strip()
-            _check_pk(pk, label, episodes, where)
-            if pk in cells and cells[pk] != row["data"]:
-                raise DataError(f"{where}, column data: differs from the data of the same episode at line "
-                                f"{views[pk][1]}")
-            if pk not in cells:
-                cells[pk], views[pk] = row["data"], (_view(row["data"], where), line)
-            ratings.append(ReleasedRating(
-                model=label, file=path.name, line=line, row_id=row.get("", row.get("ID", "")),
-                model_column=row["model"], pk=pk, annotator=row["prolific_id"].strip(),
-                agents=_agents(row, where)))
+    for line, row, agents in iter_released_rows(path):
+        where = f"{path}, line {line}"
+        pk = row["pk"].strip()
+        _check_pk(pk, label, episodes, where)
+        if pk in cells and cells[pk] != row["data"]:
+            raise DataError(f"{where}, column data: differs from the data of the same episode at line "
+                            f"{views[pk][1]}")
+        if pk not in cells:
+            cells[pk], views[pk] = row["data"], (parse_view(row["data"], where), line)
+        ratings.append(ReleasedRating(
+            model=label, file=path.name, line=line, row_id=row.get("", row.get("ID", "")),
+            model_column=row["model"], pk=pk, annotator=row["prolific_id"].strip(), agents=agents))
     if not ratings:
         raise DataError(f"{path}: no rating rows")
     return ratings, {pk: view for pk, (view, _) in views.items()}

@@ -305,9 +305,12 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
 
 
 # 06 -----------------------------------------------------------------------------------------------
-def export_annotation_packet(ctx: StageContext, n: int = 20):
-    """A seeded sample of evaluation episodes as an annotation packet (HTML page + CSV) for human raters;
-    their filled CSVs go to `annotations/returned/` and 06 then compares the judge with them."""
+def export_annotation_packet(ctx: StageContext, per_model: int = 4):
+    """An annotation packet for human raters that follows SOTOPIA-pi's released protocol: per evaluated
+    model, `per_model` SOTOPIA-hard evaluation episodes taking its two seats in turn (seeded; every task
+    set when the run has no SOTOPIA-hard episodes), both characters' backgrounds with secrets, a score
+    and a reasoning per dimension, two raters per episode. Filled CSVs go to `annotations/returned/`
+    and 06 then compares the judge with them."""
     folder = ctx.paths.root / "annotations"
     episodes = [r for f in sorted(ctx.paths.stage_dir("05_evaluate").glob("*.episodes.jsonl"))
                 for r in EpisodeStore(f).records()]
@@ -316,6 +319,8 @@ def export_annotation_packet(ctx: StageContext, n: int = 20):
     existing = sorted(folder.glob("packet_*.json"))
     if existing:  # annotators may already be working on it: never replace a packet
         return load_packet(existing[0])
-    packet = build_packet(episodes, n=min(n, len(episodes)), seed=ctx.cfg.run.seed)
+    hard = "sotopia_hard" if any(r.tags.get("task_set") == "sotopia_hard" for r in episodes) else None
+    agents = ctx.data.agents if any(r.agent_profiles is None for r in episodes) else None
+    packet = build_packet(episodes, per_model=per_model, task_set=hard, seed=ctx.cfg.run.seed, agents=agents)
     write_packet(packet, folder)
     return packet
