@@ -91,3 +91,13 @@ def test_the_judge_sees_both_secrets_and_every_turn(episodes):
 def test_the_judge_renders_an_episode_whose_ending_is_not_released(episodes):
     text = "\n".join(m.content for m in judge_request(episodes["01HNBAEKNYKBC3EKHM9XHGFQDA"]).messages)
     assert "Turn #10," in text
+
+
+def test_a_released_episode_exports_as_an_episode_log(release, episodes):
+    from sotopia_pi_lib.sim.export import to_episode_log
+
+    ep = episodes["01HNBAH2MFNWNX62KYD3ARWN5Y"]
+    log = to_episode_log(ep, allow_unrated=True)
+    assert log.pk == ep.episode_id and log.tag == release.episodes[ep.episode_id].tag
+    assert log.models == ["", "gpt-3.5", "mistral-7b"] and log.agents == list(ep.agent_ids)
+    assert len(log.messages) == len(ep.turns) + 1

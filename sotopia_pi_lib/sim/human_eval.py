@@ -102,7 +102,7 @@ def released_episode(ev: ReleasedHumanEval, pk: str, agents: Mapping[str, AgentP
         prompt_version=IMPORT_VERSION, seed=0, turns=turns,
         end_reason="leave" if turns[-1].action.action_type == "leave" else "released",
         tags={"source": SOURCE_TAG, "released_model": label, "tested_positions": ",".join(map(str, tested)),
-              "study_folder": models.study_folder, "released_tag": models.tag, "task_set": "sotopia_hard"},
+              "study_folder": models.study_folder, "tag": models.tag, "task_set": "sotopia_hard"},
         agent_profiles=profiles)
 
 
