@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..data.human_eval import ReleasedHumanEval, load_human_eval
+from ..data.human_eval import ReleasedHumanEval, load_human_eval, release_files
 from ..errors import DataError
 from ..judge.ratings import EpisodeRating, RatingKey
 from ..paths import shared_data_dir
@@ -245,8 +245,8 @@ def read_released_judgements(paths: RunPaths, rubric_version: str | None = None)
 
 def load_run_human_eval(paths: RunPaths, *, rubric_version: str | None = None, seed: int = 0) -> HumanEvalTables:
     """The released human evaluation for a run: the release's tables and the run's judge against them."""
-    ev = load_human_eval()  # verifies (and if needed fetches) the files before they key the cache
-    stamps = tuple(_stamp(p) for p in (*ev.files.values(), shared_data_dir() / SOTOPIA_PI_REFERENCE))
+    files = release_files()  # verified (and if needed fetched) before they key the cache
+    stamps = tuple(_stamp(p) for p in (*files.values(), shared_data_dir() / SOTOPIA_PI_REFERENCE))
     ev, base = _cached_release(stamps, seed)
     return with_judges(base, ev, read_released_judgements(paths, rubric_version), seed=seed)
 

@@ -169,9 +169,10 @@ class ReleasedHumanEval:
     episodes: dict[str, EpisodeModels]
     gpt4: dict[str, Gpt4Scores]
     files: dict[str, Path]
+    labels: dict[str, str]  # pk -> released model label (the file it is rated in)
 
     def model_of(self, pk: str) -> str:
-        return next(r.model for r in self.ratings if r.pk == pk)
+        return self.labels[pk]
 
     @property
     def models(self) -> list[str]:
@@ -320,15 +321,22 @@ def read_gpt4_scores(path: Path) -> dict[str, Gpt4Scores]:
     return out
 
 
-def load_human_eval(data_folder: Path | None = None) -> ReleasedHumanEval:
-    """Every released file, verified by checksum (fetched if missing), parsed and cross-checked: each
-    episode of the model map is rated in exactly one file."""
+def release_files(data_folder: Path | None = None) -> dict[str, Path]:
+    """The release's files, verified by checksum (fetched if missing): the model map, GPT-4's scores,
+    and each model's CSV by its label."""
     files = {"episode_models": verified_path(EPISODE_MODELS, data_folder),
              "gpt4_scores": verified_path(GPT4_SCORES, data_folder)}
+    return files | {label: verified_path(f"{HUMAN_EVAL_DIR}/{name}", data_folder)
+                    for label, (name, _) in HUMAN_EVAL_CSVS.items()}
+
+
+def load_human_eval(data_folder: Path | None = None) -> ReleasedHumanEval:
+    """Every released file, verified, parsed and cross-checked: each episode of the model map is rated
+    in exactly one file."""
+    files = release_files(data_folder)
     episodes = read_episode_models(files["episode_models"])
     ratings, views = [], {}
-    for label, (name, _) in HUMAN_EVAL_CSVS.items():
-        files[label] = verified_path(f"{HUMAN_EVAL_DIR}/{name}", data_folder)
+    for label in HUMAN_EVAL_CSVS:
         rs, vs = read_human_eval_csv(files[label], label, episodes)
         clash = sorted(set(vs) & set(views))
         if clash:
@@ -340,4 +348,5 @@ def load_human_eval(data_folder: Path | None = None) -> ReleasedHumanEval:
         raise DataError(f"{files['episode_models']}: episodes {unrated[:3]} ({len(unrated)} in all) have no "
                         "rating in any released CSV")
     return ReleasedHumanEval(ratings=ratings, views=views, episodes=episodes,
-                             gpt4=read_gpt4_scores(files["gpt4_scores"]), files=files)
+                             gpt4=read_gpt4_scores(files["gpt4_scores"]), files=files,
+                             labels={r.pk: r.model for r in ratings})
