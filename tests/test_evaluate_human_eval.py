@@ -1,6 +1,6 @@
 """The study's judge on the released human-evaluation episodes: the seeded subset, the config block,
-and the judge-vs-human path end to end (a scripted judge in unit tests; the real embedded judge on
-one released episode, reasoning capped at 16 characters)."""
+and the judge-vs-human path end to end with a scripted judge (the real embedded judge rates the ci
+profile's released episode in the notebooks' end-to-end test, tests/test_notebooks_ci.py)."""
 
 from __future__ import annotations
 
@@ -110,22 +110,3 @@ def test_judge_vs_human_path_with_a_scripted_judge(release, episodes, tmp_path):
     assert vs.loc["goal", "n"] == 2 * len(chosen) and vs.loc["goal", "pearson"] > 0.95
     gap = judge_goal_gap(frame, table, "hf:human-mirror")
     assert list(gap["model"]) == list(RELEASED_MODELS) and (gap["gap"].abs() <= 0.5).all()
-
-
-@pytest.fixture(scope="module")
-def embedded_judge(embedded_model_dir):
-    from sotopia_pi_lib.llm.registry import build_llm
-
-    llm = build_llm(ModelSpec(backend="hf", model="embedded"), cache=None)
-    yield llm
-    llm.close()
-
-
-@pytest.mark.model
-def test_embedded_judge_rates_a_released_episode_against_the_humans(release, episodes, embedded_judge, tmp_path):
-    # the shortest released transcript that ends with a leave
-    ep = min((e for e in episodes if e.end_reason == "leave"), key=lambda e: sum(len(t.raw) for t in e.turns))
-    ratings = judge_released([ep], embedded_judge, tmp_path / "r.jsonl", reasoning_max_chars=16, progress=False)
-    assert len(ratings) == 1 and ratings[0].judge == "hf:embedded"
-    vs = judge_vs_human(judge_frame(ratings, release)["hf:embedded"], released_rating_table(release), "hf:embedded")
-    assert set(vs["n"]) == {2} and vs["mean_judge"].notna().all() and vs["mean_human"].notna().all()
