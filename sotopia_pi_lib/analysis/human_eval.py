@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ..data.human_eval import ReleasedHumanEval, load_human_eval, release_files
 from ..errors import DataError
@@ -33,7 +32,7 @@ from ..paths import shared_data_dir
 from ..store.files import atomic_write_text
 from ..store.jsonl import iter_jsonl
 from ..store.run import RunPaths
-from .agreement import DIMENSIONS, krippendorff_alpha
+from .agreement import DIMENSIONS, krippendorff_alpha, pearson_interval
 from .judge_vs_human import (
     ANNOTATORS,
     RELEASED_GPT4,
@@ -44,7 +43,7 @@ from .judge_vs_human import (
     released_gpt4_frame,
 )
 from .reference import SOTOPIA_PI_REFERENCE, HardGoalBlock, SotopiaPiReference, load_reference
-from .stats import CONFIDENCE, mean_ci
+from .stats import mean_ci
 
 METRICS: tuple[str, ...] = (*DIMENSIONS, "overall")
 HUMAN_CSV_COLUMNS = ["model", "dimension", "n", "mean", "ci_low", "ci_high", "paper"]
@@ -102,18 +101,6 @@ def _first_two(wide: pd.DataFrame, dim: str) -> pd.DataFrame:
     return wide[dim][[0, 1]].dropna()
 
 
-def _pearson(pairs: pd.DataFrame) -> dict[str, float | str]:
-    """Pearson's r with its Fisher-z 95% interval (scipy), NaN with a note where it is undefined."""
-    nan = float("nan")
-    if len(pairs) < 3 or pairs[0].nunique() < 2 or pairs[1].nunique() < 2:
-        return {"pearson": nan, "pearson_ci_low": nan, "pearson_ci_high": nan,
-                "note": "fewer than 3 items" if len(pairs) < 3 else "constant scores: correlation undefined"}
-    r = sps.pearsonr(pairs[0].to_numpy(), pairs[1].to_numpy())
-    ci = r.confidence_interval(confidence_level=CONFIDENCE)
-    return {"pearson": float(r.statistic), "pearson_ci_low": float(ci.low), "pearson_ci_high": float(ci.high),
-            "note": ""}
-
-
 def annotator_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """Per model and pooled (`model` = "all"), per dimension, over both agent sides: Krippendorff's alpha
     (interval) over every annotator of an item, and Pearson's r (Fisher-z 95% CI) between the first two."""
@@ -125,10 +112,11 @@ def annotator_agreement(table: pd.DataFrame) -> pd.DataFrame:
         wide = part.pivot_table(index=["episode_id", "agent"], columns=["dimension", "slot"], values="score")
         for dim in DIMENSIONS:
             pairs = _first_two(wide, dim)
-            r = _pearson(pairs)
+            r = pearson_interval(pairs[0].to_numpy(float), pairs[1].to_numpy(float))
             rows.append({"model": model, "dimension": dim, "alpha": alpha.loc[dim, "alpha"],
-                         "alpha_items": int(alpha.loc[dim, "n_items"]), **r, "pairs": len(pairs),
-                         "note": alpha.loc[dim, "note"] or r["note"]})
+                         "alpha_items": int(alpha.loc[dim, "n_items"]), "pearson": r["pearson_r"],
+                         "pearson_ci_low": r["pearson_ci_low"], "pearson_ci_high": r["pearson_ci_high"],
+                         "pairs": len(pairs), "note": alpha.loc[dim, "note"] or r["note"]})
     return pd.DataFrame(rows)
 
 
