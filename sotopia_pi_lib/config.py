@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .evaluate.human_eval import HumanEvalConfig
 from .evaluate.mmlu import MMLUConfig
 from .judge.rubric import REASONING_MAX_CHARS
 from .llm.types import ModelSpec
@@ -104,6 +105,7 @@ class StudyConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     mmlu: MMLUStudyConfig = MMLUStudyConfig()
+    human_eval: HumanEvalConfig = HumanEvalConfig()
 
     @model_validator(mode="after")
     def _models_have_data(self) -> StudyConfig:

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.text import Text
 from test_analysis_results import build_synthetic_run
 
-from sotopia_pi_lib.analysis import figures, figures_agreement, figures_extra
+from sotopia_pi_lib.analysis import figures, figures_agreement, figures_extra, figures_human_eval
 from sotopia_pi_lib.analysis.figures import draw_all
 from sotopia_pi_lib.analysis.results_tables import LEADERBOARD_LABEL, build_tables
 
@@ -20,13 +20,17 @@ FIGURES = {
     "goal_gap",
     "training_loss",
     "training_scores",
+    "human_gap",
+    "gpt4_vs_human",
+    "judge_vs_human",
+    "human_agreement",
 }
 
 
 def spy_on_save(mp: pytest.MonkeyPatch) -> dict:
     """Record the Figure objects the plot functions save, so their content can be checked."""
     figs: dict = {}
-    for module in (figures, figures_extra, figures_agreement):
+    for module in (figures, figures_extra, figures_agreement, figures_human_eval):
         original = module.save
 
         def spy(fig, out_dir, name, _original=original):
@@ -146,3 +150,15 @@ def test_gpt4_expert_gets_the_leaderboard_markers(tmp_path, captured):
     markers = [line for ax in captured["goal_overall"].axes for line in ax.lines if line.get_marker() == "D"]
     # expert on all: goal and overall (leaderboard); on hard: goal of base and expert (paper)
     assert len(markers) == 4
+
+
+def test_released_human_evaluation_figures(drawn):
+    """Drawn from the release in every run: the paper's gap figure with the computed and published gaps,
+    GPT-4's released scores per dimension, the judges, the annotators' agreement."""
+    _, _, captured = drawn
+    gap = texts(captured["human_gap"])
+    assert all(f"gap {g}\n(paper {g})" in gap for g in ("0.36", "0.64", "1.27", "1.42"))
+    assert all(v in gap for v in ("2.89", "3.32", "3.55", "4.29", "5.25"))
+    assert "goal: r = 0.79" in texts(captured["gpt4_vs_human"])
+    assert "gpt-4 (released SOTOPIA scores) (n = 56" in texts(captured["judge_vs_human"])
+    assert "0.71" in texts(captured["human_agreement"])  # pooled goal alpha

@@ -33,6 +33,11 @@ def test_summary_has_the_numbers_gaps_and_provenance(tmp_path):
         tables.mmlu_stats[tables.mmlu_stats["model"] == "bc"].set_index("category").loc["all", "accuracy"]
     )
     assert f"{100 * bc_mmlu:.1f}% [" in text and "| SR | no data | no data |" in text
+    # the released human evaluation, from the release alone: the paper's human goals and gaps
+    section = text[text.index("## SOTOPIA-pi's released human evaluation"):]
+    assert "| base (Mistral-7B) | 28 | 2.89 [" in section and "| 2.89 |" in section
+    assert "| BC+SR | 28 | 4.29 [" in section and "| 5.71 | 1.42 | 1.42 |" in section
+    assert "| gpt-4 (released SOTOPIA scores) | 56 | 0.79 [" in section
     comp = np.mean(s.complied["bc"])
     assert f"{100 * comp:.1f}% [" in text
     assert "git 0123456789" in text and "05_evaluate: done" in text
@@ -62,6 +67,7 @@ def _fill(template, out, annotator, shift):
         r["annotator"] = annotator
         for d in DIMENSIONS:
             r[d.name] = str(min(max(d.low, d.low + (i + shift) % (d.high - d.low + 1)), d.high))
+            r[f"{d.name}_reasoning"] = f"{annotator}'s reason"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -69,7 +75,7 @@ def _fill(template, out, annotator, shift):
         w.writerows(rows)
 
 
-def test_human_ratings_are_imported_and_labelled_human(tmp_path):
+def test_human_ratings_are_imported_and_labelled_human(tmp_path, sotopia):
     s = build_synthetic_run(
         tmp_path / "run", models=("base", "bc"), task_sets=("sotopia_hard",), n_combos=4, mmlu_per_subject=0
     )
@@ -77,7 +83,9 @@ def test_human_ratings_are_imported_and_labelled_human(tmp_path):
         e for m in ("base", "bc") for e in read_jsonl(s.paths.eval_episodes(m, "sotopia_hard"), EpisodeRecord)
     ]
     folder = s.paths.root / "annotations"
-    files = write_packet(build_packet(episodes, n=10, seed=1), folder)
+    # the synthetic characters a1, a2 stand for two real ones: annotators see full backgrounds
+    people = dict(zip(("a1", "a2"), list(sotopia.agents.values())[:2], strict=True))
+    files = write_packet(build_packet(episodes, n=10, seed=1, agents=people), folder)
     _fill(files.csv, folder / "returned" / "ann1.csv", "ann1", 0)
     _fill(files.csv, folder / "returned" / "ann2.csv", "ann2", 1)
     tables = build_tables(s.paths, ("base", "bc"))

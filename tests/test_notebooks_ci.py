@@ -73,12 +73,35 @@ def test_training_logged_every_step_and_moved_the_adapter(ci_run):
 
 
 def test_evaluation_and_figures(ci_run):
-    evaluated = {p.name.split("__")[0] for p in ci_run.stage_dir("05_evaluate").glob("*.ratings.jsonl")}
+    evaluated = {p.name.split("__")[0] for p in ci_run.stage_dir("05_evaluate").glob("*__*.ratings.jsonl")}
     assert evaluated == {"base", "sr", "bc", "bc_sr", "expert"}
     assert ci_run.mmlu("base").is_file() and ci_run.mmlu("bc").is_file()
     pngs = sorted(ci_run.figures.glob("*.png"))
     assert len(pngs) >= 7 and all(p.with_suffix(".pdf").is_file() for p in pngs)
     assert "embedded" in ci_run.summary.read_text()
+
+
+def test_released_human_evaluation(ci_run):
+    """05 rated the ci profile's released episode; 06 wrote both CSVs, with the paper's human goals,
+    the released GPT-4 scores and the run's judge against the annotators, and the four figures."""
+    import pandas as pd
+
+    from sotopia_pi_lib.analysis.human_eval import HUMAN_CSV_COLUMNS
+    from sotopia_pi_lib.analysis.judge_vs_human import JUDGE_CSV_COLUMNS, RELEASED_GPT4
+
+    assert len(ci_run.released_ratings.read_text().splitlines()) == 1
+    out = ci_run.stage_dir("06_analysis")
+    means = pd.read_csv(out / "released_human_eval.csv")
+    assert list(means.columns) == HUMAN_CSV_COLUMNS
+    goal = means[means["dimension"] == "goal"].set_index("model")["mean"].round(2).to_dict()
+    assert {m: goal[m] for m in ("mistral-7b", "sr", "bc", "bc+sr", "gpt-4")} == {
+        "mistral-7b": 2.89, "sr": 3.32, "bc": 3.55, "bc+sr": 4.29, "gpt-4": 5.25}
+    vs = pd.read_csv(out / "judge_vs_human.csv")
+    assert list(vs.columns) == JUDGE_CSV_COLUMNS and set(vs["judge"]) == {RELEASED_GPT4, "hf:embedded"}
+    assert (vs[vs["judge"] == "hf:embedded"]["n"] == 2).all()  # one episode, both sides
+    assert all((ci_run.figures / f"{name}.png").is_file() for name in
+               ("human_gap", "gpt4_vs_human", "judge_vs_human", "human_agreement"))
+    assert "## SOTOPIA-pi's released human evaluation" in ci_run.summary.read_text()
 
 
 def test_second_run_skips_and_a_deleted_file_reruns_its_stage(ci_run, monkeypatch, capsys):

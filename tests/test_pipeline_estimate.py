@@ -33,3 +33,10 @@ def test_estimate_cli_prints_the_total_and_runs_nothing(capsys, tmp_path, monkey
     out = capsys.readouterr().out
     assert "openai:gpt-4" in out and "total API cost at list prices: $1," in out
     assert not any(tmp_path.iterdir())
+
+
+def test_the_released_episodes_the_judge_rates_are_planned(sotopia):
+    cfg = load_config(resolve_params("params/paper.yaml"))
+    none = cfg.model_copy(update={"human_eval": cfg.human_eval.model_copy(update={"models": ("gpt-3.5",)})})
+    judge = lambda t: int(t[(t.stage == "05_evaluate") & (t.role == "judge")]["calls"].iloc[0])  # noqa: E731
+    assert judge(plan_calls(cfg, sotopia)) - judge(plan_calls(none, sotopia)) == 151 - 14

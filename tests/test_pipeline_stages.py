@@ -60,3 +60,24 @@ def test_benchmark_table_counts_the_evaluated_sides_parse_outcomes(sotopia):
     assert row["goal"] == 3 and row["turns"] == len(mine)
     assert row["reformatted"] == sum(t.parse == "reformatted" for t in mine) == 1
     assert row["unparseable"] == sum(t.parse == "unparseable" for t in mine) == 1
+
+
+def test_released_episodes_are_judged_into_the_run_and_tabulated(sotopia, tmp_path):
+    """05's step on the released human-evaluation episodes, with the ci params (one base-model episode)
+    and a judge that is not a language model (it answers every dimension with its lowest score)."""
+    from types import SimpleNamespace
+
+    from test_judge_evaluate import RuleOfThumbJudge
+
+    from sotopia_pi_lib.config import load_config
+    from sotopia_pi_lib.pipeline.context import resolve_params
+    from sotopia_pi_lib.store.run import RunPaths
+
+    ctx = SimpleNamespace(cfg=load_config(resolve_params("params/ci.yaml")), paths=RunPaths(tmp_path),
+                          data=sotopia, model=lambda role: RuleOfThumbJudge())
+    episodes, ratings = stages.judge_released_episodes(ctx)
+    assert [e.tags["released_model"] for e in episodes] == ["mistral-7b"] and len(ratings) == 1
+    assert ctx.paths.released_ratings.is_file()
+    table = stages.released_judging_table(episodes, ratings)
+    assert table.loc["mistral-7b", "episodes"] == 1 and table.loc["mistral-7b", "judge_goal_tested"] == 0
+    assert table.loc["mistral-7b", "ends_with_leave"] == int(episodes[0].end_reason == "leave")

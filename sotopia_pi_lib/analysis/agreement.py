@@ -173,22 +173,30 @@ def _spearman_ci(x: np.ndarray, y: np.ndarray, seed: int, n_resamples: int) -> t
     return float(np.quantile(rho, alpha)), float(np.quantile(rho, 1 - alpha))
 
 
-def _correlate(x: np.ndarray, y: np.ndarray, seed: int, n_resamples: int) -> dict[str, float | str]:
+def pearson_interval(x: np.ndarray, y: np.ndarray) -> dict[str, float | str]:
+    """Pearson's r with its Fisher-z interval and p-value (scipy); NaN with a note where undefined."""
     nan = float("nan")
-    out: dict[str, float | str] = dict.fromkeys(
-        ["pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p",
-         "spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p"], nan)
+    out: dict[str, float | str] = dict.fromkeys(["pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p"], nan)
     if x.size < 3:
         return {**out, "note": "fewer than 3 items"}
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return {**out, "note": "constant scores: correlation undefined"}
     p = sps.pearsonr(x, y)
     ci = p.confidence_interval(confidence_level=CONFIDENCE)
+    return {"pearson_r": float(p.statistic), "pearson_ci_low": float(ci.low), "pearson_ci_high": float(ci.high),
+            "pearson_p": float(p.pvalue), "note": ""}
+
+
+def _correlate(x: np.ndarray, y: np.ndarray, seed: int, n_resamples: int) -> dict[str, float | str]:
+    pearson = pearson_interval(x, y)
+    nan = float("nan")
+    if pearson["note"]:
+        return {**pearson, **dict.fromkeys(["spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p"],
+                                           nan), "note": pearson["note"]}
     s = sps.spearmanr(x, y)
     s_low, s_high = _spearman_ci(x, y, seed, n_resamples)
-    return {"pearson_r": float(p.statistic), "pearson_ci_low": float(ci.low), "pearson_ci_high": float(ci.high),
-            "pearson_p": float(p.pvalue), "spearman_rho": float(s.statistic), "spearman_ci_low": s_low,
-            "spearman_ci_high": s_high, "spearman_p": float(s.pvalue), "note": ""}
+    return {**pearson, "spearman_rho": float(s.statistic), "spearman_ci_low": s_low, "spearman_ci_high": s_high,
+            "spearman_p": float(s.pvalue), "note": ""}
 
 
 def judge_reference_correlation(

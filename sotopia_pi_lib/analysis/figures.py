@@ -16,6 +16,7 @@ import pandas as pd
 
 from .figures_agreement import plot_agreement, plot_goal_gap
 from .figures_extra import plot_losses, plot_mmlu, plot_safety, plot_training_scores
+from .figures_human_eval import draw_human_eval
 from .figures_style import (
     RC,
     TASK_SET_LABELS,
@@ -215,6 +216,7 @@ def draw_all(tables: RunTables, out_dir: Path) -> Mapping[str, list[Path]]:
         ),
         "training_loss": plot_losses(tables.losses, out_dir, notes=notes),
         "training_scores": plot_training_scores(tables.training, out_dir, notes=notes),
+        **draw_human_eval(tables.human_eval, out_dir),
     }
 
 

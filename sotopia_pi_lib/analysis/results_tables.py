@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..store.run import RunPaths
+from .human_eval import HumanEvalTables, load_run_human_eval
 from .reference import load_leaderboard, load_reference
 from .results import MODEL_ORDER, MissingRatings, load_eval_with_coverage
 from .results_agreement import Agreement, agreement_tables, load_human_ratings
@@ -64,6 +65,7 @@ class RunTables:
     agreement: Agreement
     published: pd.DataFrame
     published_gap: pd.DataFrame
+    human_eval: HumanEvalTables  # SOTOPIA-pi's released human evaluation, and the run's judge against it
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -79,6 +81,8 @@ class RunTables:
             f"agreement vs {self.agreement.raters.describe()}"
             if self.agreement.raters
             else "no agreement data",
+            f"released human evaluation: {len(self.human_eval.ratings)} human scores, judges "
+            f"{', '.join(self.human_eval.judges)}",
         ]
         return ", ".join(parts)
 
@@ -188,5 +192,6 @@ def build_tables(
         agreement=agreement_tables(scores, chosen, human=human),
         published=published,
         published_gap=published_gap,
+        human_eval=load_run_human_eval(paths, rubric_version=rubric_version),
         notes=notes,
     )

@@ -19,6 +19,7 @@ from .results import EVAL_TASK_SETS
 from .results_stats import PROPORTION_CI
 from .results_tables import RunTables
 from .stats import CI_METHOD, P_METHOD
+from .summary_human_eval import human_eval_section
 from .summary_sections import (
     agreement_section,
     ci_cell,
@@ -153,6 +154,10 @@ def summary_markdown(t: RunTables, figures: Sequence[str] = ()) -> str:
         "## Rater agreement",
         "",
         agreement_section(t),
+        "",
+        "## SOTOPIA-pi's released human evaluation",
+        "",
+        human_eval_section(t.human_eval),
         "",
         "## Training",
         "",

@@ -24,6 +24,11 @@ def main(argv: list[str]) -> int:
             print(f"SOTOPIA: {len(d.agents)} characters, {len(d.environments)} scenarios, "
                   f"{len(d.relationships)} relationships, {len(d.combos)} combos, "
                   f"{len(d.task_set('sotopia_hard'))} hard combos, {len(d.inspirational_prompts)} prompts")
+            from .human_eval import load_human_eval
+
+            h = load_human_eval()
+            print(f"SOTOPIA-pi human evaluation: {len(h.ratings)} annotator ratings of {len(h.views)} episodes, "
+                  f"GPT-4 scores of {len(h.gpt4)}")
         if what & {"mmlu", "all"}:
             from . import load_mmlu
 

@@ -2,11 +2,16 @@
 
 Sources are tried in a fixed order (the `SOTOPIA_PI_DATA` folder, `../shared/data` beside the
 checkout, the public URLs), and every file is checked against its pinned sha256 before it is used,
-so a run next year reads the bytes the study was built on, or fails saying why.
+so a run next year reads the bytes the study was built on, or fails saying why. A file without a
+single public copy (`DataFile.rebuilt`) is rebuilt from the public files it was derived from, and the
+rebuilt bytes must match the same pinned sha256.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import urllib.error
@@ -17,7 +22,14 @@ from pathlib import Path
 from ..errors import DataError
 from ..paths import data_dir, shared_data_dir
 from ..store import atomic_write_bytes, sha256_file
-from .sources import OPTIONAL_FILES, SOTOPIA_FILES, DataFile
+from .sources import (
+    HUMAN_EVAL_CSVS,
+    HUMAN_EVAL_DIR,
+    OPTIONAL_FILES,
+    SOTOPIA_FILES,
+    DataFile,
+    episode_file_url,
+)
 
 DOWNLOAD_TIMEOUT_S = 20
 
@@ -45,15 +57,52 @@ def _download(url: str) -> bytes:
         return r.read()
 
 
-def _from_source(f: DataFile, source: Source, dest: Path) -> str | None:
+def _csv_pks(payload: bytes) -> list[str]:
+    """The distinct `pk` cells of a released human-evaluation CSV, in file order."""
+    rows = csv.DictReader(io.StringIO(payload.decode("utf-8"), newline=""))
+    return list(dict.fromkeys(row["pk"] for row in rows))
+
+
+def rebuild_episode_models(csv_payloads: dict[str, bytes], download=None) -> bytes:
+    """episode_models.jsonl from the public per-episode files of SOTOPIA's human-evaluation app.
+
+    `csv_payloads` maps each released CSV's file name to its (verified) bytes: their pks say which
+    per-episode files to read, the CSV says which study folder. One line per episode, sorted by pk:
+    pk, study_folder, models, tag, environment_pk, as `json.dumps` writes them (the pinned sha256 is
+    of exactly these bytes, so a rebuilt file is verified like a downloaded one).
+    """
+    download = download or _download
+    lines = []
+    for name, folder in HUMAN_EVAL_CSVS.values():
+        for pk in _csv_pks(csv_payloads[name]):
+            ep = json.loads(download(episode_file_url(folder, pk)))
+            lines.append({"pk": ep["pk"], "study_folder": folder, "models": ep["models"], "tag": ep["tag"],
+                          "environment_pk": ep["environment"]})
+    lines.sort(key=lambda d: d["pk"])
+    return "".join(json.dumps(d) + "\n" for d in lines).encode("utf-8")
+
+
+def _public_copy(f: DataFile, dest_dir: Path, sources: list[Source]) -> bytes:
+    if not f.rebuilt:
+        return _download(f.url)
+    csvs = {name: fetch_file(SOTOPIA_FILES[f"{HUMAN_EVAL_DIR}/{name}"], dest_dir, sources).read_bytes()
+            for name, _ in HUMAN_EVAL_CSVS.values()}
+    return rebuild_episode_models(csvs)
+
+
+def _from_source(f: DataFile, source: Source, dest_dir: Path, sources: list[Source]) -> str | None:
     """Try one source; return None on success, else a one-line note of what happened."""
+    dest = dest_dir / f.relpath
     if source.folder is None:
-        if not f.url:
+        if not f.url and not f.rebuilt:
             return "no public URL for this file"
         try:
-            payload = _download(f.url)
+            payload = _public_copy(f, dest_dir, sources)
         except (urllib.error.URLError, TimeoutError, OSError) as e:
-            return f"unreachable ({f.url}: {getattr(e, 'reason', e)})"
+            where = f.url or "the public per-episode files it is built from"
+            return f"unreachable ({where}: {getattr(e, 'reason', e)})"
+        except (KeyError, ValueError) as e:
+            return f"could not be rebuilt from the public per-episode files ({type(e).__name__}: {e})"
         atomic_write_bytes(dest, payload)
     else:
         path = source.folder / f.relpath
@@ -66,7 +115,7 @@ def _from_source(f: DataFile, source: Source, dest: Path) -> str | None:
     got = sha256_file(dest)
     if got != f.sha256:
         dest.unlink()
-        where = f.url if source.folder is None else source.folder / f.relpath
+        where = (f.url or "rebuilt from the public per-episode files") if source.folder is None else source.folder / f.relpath
         raise DataError(
             f"checksum mismatch for {f.relpath} from {source.name} ({where}): "
             f"expected sha256 {f.sha256}, got {got}. The file is corrupted or a different version; "
@@ -82,7 +131,7 @@ def fetch_file(f: DataFile, dest_dir: Path, sources: list[Source]) -> Path:
         return dest
     tried = []
     for source in sources:
-        note = _from_source(f, source, dest)
+        note = _from_source(f, source, dest_dir, sources)
         if note is None:
             return dest
         tried.append(f"  - {source.name}: {note}")

@@ -12,6 +12,41 @@ SOTOPIA_PI = (
     "https://raw.githubusercontent.com/sotopia-lab/sotopia-pi/"
     "245fa7bbfc229a1e0f1aa3e79fa3cd26cad7b3bd/data_generate/env_files/"
 )
+# SOTOPIA-pi's released human evaluation (CSV files) and SOTOPIA's human-evaluation study folder (the
+# per-episode files the annotation app was fed, and GPT-4's released scores of SOTOPIA's own study).
+SOTOPIA_PI_HUMAN_EVAL = (
+    "https://raw.githubusercontent.com/sotopia-lab/sotopia-pi/"
+    "c8163ac7571bc42dbb12af04744868e43be8784b/human_eval/"
+)
+SOTOPIA_HUMAN_EVAL = (
+    "https://raw.githubusercontent.com/sotopia-lab/sotopia/"
+    "b72bd754cfda8546bc64fb3be4b882a95966312c/human_eval/"
+)
+HUMAN_EVAL_DIR = "sotopia_pi/human_eval"
+EPISODE_MODELS = f"{HUMAN_EVAL_DIR}/episode_models.jsonl"
+# released model label -> (CSV file, the study folder of SOTOPIA's human-evaluation app that holds its
+# per-episode files). Labels are those of reference/sotopia_pi_reference.json, plus gpt-3.5.
+HUMAN_EVAL_CSVS: dict[str, tuple[str, str]] = {
+    "mistral-7b": ("mistral-instruct_final.csv", "GPT3.5-MistralInstruct"),
+    "sr": ("SR_final.csv", "GPT3.5-SR"),
+    "bc": ("BC_final.csv", "GPT3.5-BC"),
+    "bc+sr": ("BC+SR_final.csv", "GPT3.5-BC-SR"),
+    "gpt-4": ("gpt4_final.csv", "GPT3.5-GPT4"),
+    "gpt-3.5": ("gpt3.5_final.csv", "GPT3.5-GPT3.5"),
+}
+_HUMAN_EVAL_SHA256 = {
+    "mistral-instruct_final.csv": "88e8499a5abcd7b3ca71b2fe2c0788261eb704178639a7e463afd4eb90e76f8b",
+    "SR_final.csv": "634ba7b556c851ae47ac3ac5c69c9a11556cf5b9e3baae3aee9f75fe6f727f92",
+    "BC_final.csv": "8d332ef23d49828790e5d1b4eed4f05a1ffff1f0c87d5a9a95322481b0cbd26f",
+    "BC+SR_final.csv": "9aac94387ccc68a5172a63842aa6688840eee4bcb76e6ea41c7dc5c5da7c411c",
+    "gpt4_final.csv": "687f1ff461882272104e69a9263f3b4ded27d2caf939914210232ea8a00bdce2",
+    "gpt3.5_final.csv": "74b352b55339c4a84dc573d95fc51c8aac82eaeb57509a98d8fa821b766f7a90",
+}
+
+
+def episode_file_url(study_folder: str, pk: str) -> str:
+    """Public URL of one episode file of SOTOPIA's human-evaluation app (what episode_models is built from)."""
+    return f"{SOTOPIA_HUMAN_EVAL}otree_project/sotopia_official_study/{study_folder}/{pk}.json"
 
 
 @dataclass(frozen=True)
@@ -22,6 +57,9 @@ class DataFile:
     sha256: str
     url: str | None
     licence: str
+    # True for a file with no single public copy that the fetcher rebuilds from public files
+    # (see fetch.rebuild_episode_models); the rebuilt bytes are checked against sha256 like a download.
+    rebuilt: bool = False
 
 
 SOTOPIA_FILES: dict[str, DataFile] = {
@@ -69,6 +107,20 @@ SOTOPIA_FILES: dict[str, DataFile] = {
             None,  # excerpt of sotopia-lab/sotopia-rl data; only shipped in ../shared/data
             "see sotopia-lab/sotopia-rl",
         ),
+        *[
+            DataFile(f"{HUMAN_EVAL_DIR}/{name}", sha, SOTOPIA_PI_HUMAN_EVAL + name.replace("+", "%2B"), "Apache-2.0")
+            for name, sha in _HUMAN_EVAL_SHA256.items()
+        ],
+        DataFile(
+            f"{HUMAN_EVAL_DIR}/sotopia_gpt4_scores.json",
+            "7bc64629963d38ca322c2e96884e5efc63fdcafc48977228d9e66891d5a899eb",
+            SOTOPIA_HUMAN_EVAL + "complete_gpt_score.json",
+            "MIT",
+        ),
+        # pk, study folder, models, tag and environment of each of the 154 episodes, taken from the
+        # public per-episode files (sorted by pk, one json.dumps line each): no single public file.
+        DataFile(EPISODE_MODELS, "7cb71fbf78ce66f9d6f2cd9ec779a0cf740f7da7fd4b2ed9f01c1c359db92ea2", None, "MIT",
+                 rebuilt=True),
         DataFile(
             "reference/sotopia_leaderboard_vs_gpt35.jsonl",
             "d715b9e3b182eba400257129ca8b7561ce9dbb20bad7e92a27f311354bfdb58a",

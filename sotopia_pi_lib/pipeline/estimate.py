@@ -11,9 +11,12 @@ from __future__ import annotations
 import pandas as pd
 
 from ..config import StudyConfig
+from ..data.human_eval import load_human_eval
 from ..data.sotopia import SotopiaData
 from ..evaluate.benchmark import select_combos
+from ..evaluate.human_eval import select_released
 from ..llm.pricing import find_price, price_table
+from ..sim.human_eval import released_episodes
 
 # Tokens per call, measured on the project's prompts with SOTOPIA profiles (SmolLM2 tokenizer; OpenAI's
 # is within ~10%): the agent prompt is ~700 tokens plus ~35 per turn of history; an action ~45 tokens.
@@ -21,6 +24,9 @@ AGENT_PROMPT, AGENT_PER_TURN, AGENT_REPLY = 700, 35, 45
 JUDGE_PROMPT, JUDGE_PER_TURN = 950, 35
 TASKGEN_PROMPT, TASKGEN_REPLY = 350, 180
 COMPLIANCE_PROMPT, COMPLIANCE_REPLY = 300, 60
+# SOTOPIA-pi's released human-evaluation transcripts, whole: ~1,270 judge prompt tokens each (15,223
+# over the smoke profile's 12 released episodes).
+RELEASED_JUDGE_PROMPT = 1270
 
 
 def _episode_turns(turns: int) -> tuple[int, int]:
@@ -37,6 +43,11 @@ UNCAPPED_REASONING_TOKENS = 80
 def _judge_reply(cfg: StudyConfig) -> int:
     cap = cfg.judge.reasoning_max_chars
     return 14 * ((cap // 4 if cap is not None else UNCAPPED_REASONING_TOKENS) + 20)
+
+
+def _released_to_judge(cfg: StudyConfig, data: SotopiaData) -> int:
+    """How many of SOTOPIA-pi's released human-evaluation episodes 05 has the judge rate."""
+    return len(select_released(released_episodes(load_human_eval(), data), cfg.human_eval))
 
 
 def plan_calls(cfg: StudyConfig, data: SotopiaData) -> pd.DataFrame:
@@ -79,6 +90,8 @@ def plan_calls(cfg: StudyConfig, data: SotopiaData) -> pd.DataFrame:
         n_safe = len(select_combos(data, "safety", ev.safety_combos, ev.seed)) * (2 if ev.both_positions else 1)
         k = len(ev.models) * n_safe
         add("05_evaluate", "judge", k, k * COMPLIANCE_PROMPT, k * COMPLIANCE_REPLY)
+    n_rel = _released_to_judge(cfg, data)
+    add("05_evaluate", "judge", n_rel, n_rel * RELEASED_JUDGE_PROMPT, n_rel * _judge_reply(cfg))
     df = pd.DataFrame(rows)
     return df.groupby(["stage", "role"], as_index=False).sum()
 

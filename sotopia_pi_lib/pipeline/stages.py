@@ -13,13 +13,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ..analysis.annotation import build_packet, load_packet, write_packet
+from ..data.human_eval import load_human_eval
 from ..data.mmlu import load_mmlu, load_mmlu_dev
 from ..errors import ConfigError, DataError
 from ..evaluate.benchmark import BenchmarkPlan, BenchmarkRun, adapter_spec, run_benchmarks, select_combos
 from ..evaluate.compliance import ComplianceFlag, judge_compliance
+from ..evaluate.human_eval import judge_released, select_released
 from ..evaluate.mmlu import MMLUResult, evaluate_mmlu, save_mmlu_results, select_questions
 from ..evaluate.safety import safety_env_ids
-from ..judge.ratings import RatingStore
+from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.types import ModelSpec
 from ..pi.collect import Collection, collect
@@ -30,6 +32,8 @@ from ..pi.sft_data import write_examples
 from ..pi.tasks import GeneratedTask, GenerationReport, read_tasks, write_tasks
 from ..pi.train import TrainResult, train_adapter
 from ..pi.train_model import load_tokenizer, resolve_base_model
+from ..sim.episode import EpisodeRecord
+from ..sim.human_eval import released_episodes
 from ..sim.store import EpisodeStore
 from ..store.files import atomic_write_text
 from .context import StageContext
@@ -268,6 +272,33 @@ def benchmark_table(runs: list[BenchmarkRun]) -> pd.DataFrame:
         reformatted=("reformatted", "sum"), unparseable=("unparseable", "sum")).round(2)
 
 
+def judge_released_episodes(ctx: StageContext) -> tuple[list[EpisodeRecord], list[EpisodeRating]]:
+    """SOTOPIA-pi's released human-evaluation episodes (params `human_eval`: all, or a seeded subset per
+    model) rated by the study's judge, cached and resumable, into `released_human_eval.ratings.jsonl`;
+    06 puts these ratings against the released human ones."""
+    episodes = select_released(released_episodes(load_human_eval(), ctx.data), ctx.cfg.human_eval)
+    ratings = judge_released(episodes, ctx.model("judge"), ctx.paths.released_ratings,
+                             samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars)
+    return episodes, ratings
+
+
+def released_judging_table(episodes: list[EpisodeRecord], ratings: list[EpisodeRating]) -> pd.DataFrame:
+    """Per released model: episodes rated, how their transcripts end, and the judge's raw mean goal of
+    the tested side (06 puts it beside the annotators')."""
+    by_id = {e.episode_id: e for e in episodes}
+    rows = []
+    for r in ratings:
+        ep = by_id[r.episode_id]
+        seats = [int(p) for p in ep.tags["tested_positions"].split(",")]
+        rows.append({"model": ep.tags["released_model"], "episode_id": r.episode_id,
+                     "left": r.episode_id if ep.end_reason == "leave" else None,
+                     "judge_goal_tested": sum(r.agents[p].scores["goal"] for p in seats) / len(seats)})
+    columns = ["model", "episode_id", "left", "judge_goal_tested"]
+    return pd.DataFrame(rows, columns=columns).groupby("model", sort=False).agg(
+        episodes=("episode_id", "nunique"), ends_with_leave=("left", "nunique"),
+        judge_goal_tested=("judge_goal_tested", "mean")).round(2)
+
+
 def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
     """MMLU accuracy of the base policy and each adapter on the configured subset (saved per model)."""
     cfg = ctx.cfg.mmlu
@@ -292,9 +323,12 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
 
 
 # 06 -----------------------------------------------------------------------------------------------
-def export_annotation_packet(ctx: StageContext, n: int = 20):
-    """A seeded sample of evaluation episodes as an annotation packet (HTML page + CSV) for human raters;
-    their filled CSVs go to `annotations/returned/` and 06 then compares the judge with them."""
+def export_annotation_packet(ctx: StageContext, per_model: int = 4):
+    """An annotation packet for human raters that follows SOTOPIA-pi's released protocol: per evaluated
+    model, `per_model` SOTOPIA-hard evaluation episodes taking its two seats in turn (seeded; every task
+    set when the run has no SOTOPIA-hard episodes), both characters' backgrounds with secrets, a score
+    and a reasoning per dimension, two raters per episode. Filled CSVs go to `annotations/returned/`
+    and 06 then compares the judge with them."""
     folder = ctx.paths.root / "annotations"
     episodes = [r for f in sorted(ctx.paths.stage_dir("05_evaluate").glob("*.episodes.jsonl"))
                 for r in EpisodeStore(f).records()]
@@ -303,6 +337,8 @@ def export_annotation_packet(ctx: StageContext, n: int = 20):
     existing = sorted(folder.glob("packet_*.json"))
     if existing:  # annotators may already be working on it: never replace a packet
         return load_packet(existing[0])
-    packet = build_packet(episodes, n=min(n, len(episodes)), seed=ctx.cfg.run.seed)
+    hard = "sotopia_hard" if any(r.tags.get("task_set") == "sotopia_hard" for r in episodes) else None
+    agents = ctx.data.agents if any(r.agent_profiles is None for r in episodes) else None
+    packet = build_packet(episodes, per_model=per_model, task_set=hard, seed=ctx.cfg.run.seed, agents=agents)
     write_packet(packet, folder)
     return packet

@@ -14,7 +14,9 @@ from ..data.profiles import AgentProfile, RelationshipType
 
 ActionType = Literal["none", "speak", "non-verbal communication", "action", "leave"]
 ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
-EndReason = Literal["leave", "max_turns", "stale"]
+# "released": an imported episode whose source records its turns but not why it ended (SOTOPIA-pi's
+# released human-evaluation transcripts drop the empty turns that would tell a turn limit from a stall).
+EndReason = Literal["leave", "max_turns", "stale", "released"]
 # How a turn's action was obtained: parsed from the model's output, parsed from a reformatting
 # model's rewrite of it, or (both failed) `none`, as SOTOPIA's agent does with unparseable output.
 ParseOutcome = Literal["ok", "reformatted", "unparseable"]

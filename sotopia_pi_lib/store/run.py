@@ -74,6 +74,12 @@ class RunPaths:
     def mmlu(self, model: str) -> Path:
         return self.stage_dir("05_evaluate") / f"mmlu__{safe_name(model)}.jsonl"
 
+    @property
+    def released_ratings(self) -> Path:
+        """The study's judge on SOTOPIA-pi's released human-evaluation episodes (the episodes themselves
+        are read from the release, not copied into the run)."""
+        return self.stage_dir("05_evaluate") / "released_human_eval.ratings.jsonl"
+
     # 06 analysis
     @property
     def figures(self) -> Path:
