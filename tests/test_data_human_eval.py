@@ -1,8 +1,10 @@
 """The released human evaluation as typed records: the whole release, its quirks, and each bad input
-named by file, line and column (fixtures: two real rows of mistral-instruct_final.csv and their edits)."""
+named by file, line and column. The bad inputs are two real rows of mistral-instruct_final.csv, copied
+from the data folder at test time (nothing of the release is committed) and then edited."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sotopia_pi_lib.data import fetch as fetch_mod
-from sotopia_pi_lib.data.fetch import Source, fetch_file, rebuild_episode_models
+from sotopia_pi_lib.data.fetch import Source, fetch_file, rebuild_derived
 from sotopia_pi_lib.data.human_eval import (
     HUMAN_DIMENSIONS,
     load_human_eval,
@@ -18,13 +20,43 @@ from sotopia_pi_lib.data.human_eval import (
     read_gpt4_scores,
     read_human_eval_csv,
 )
-from sotopia_pi_lib.data.sources import EPISODE_MODELS, HUMAN_EVAL_CSVS, HUMAN_EVAL_DIR, SOTOPIA_FILES
+from sotopia_pi_lib.data.sources import (
+    EPISODE_MODELS,
+    HUMAN_EVAL_CSVS,
+    HUMAN_EVAL_DIR,
+    OFFICIAL_RENDERINGS,
+    SOTOPIA_FILES,
+)
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.judge.rubric import DIMENSIONS
-from sotopia_pi_lib.paths import shared_data_dir
+from sotopia_pi_lib.paths import data_dir, shared_data_dir
 
-FIXTURES = Path(__file__).parent / "fixtures" / "human_eval"
 PK = "01HNBEX1CAAMK0YQ7M1ZZ6BHS4"
+
+
+def _write(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory, release) -> Path:
+    """The header and episode PK's two annotator rows (file lines 1-3), as given and with one fault each."""
+    folder = tmp_path_factory.mktemp("human_eval")
+    with open(data_dir() / HUMAN_EVAL_DIR / "mistral-instruct_final.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    head, good = rows[0], [r for r in rows if r[2] == PK]
+    assert len(good) == 2
+    col = head.index
+    _write(folder / "mistral-instruct_final.csv", [head, *good])
+    _write(folder / "missing_column.csv", [[v for j, v in enumerate(r) if j != col("goal_2")] for r in [head, *good]])
+    _write(folder / "score_out_of_range.csv", [head, good[0], [*good[1][:col("goal_1")], "11", *good[1][col("goal_1") + 1:]]])
+    _write(folder / "unknown_episode.csv", [head, good[0], [*good[1][:2], PK[:-1] + "5", *good[1][3:]]])
+    _write(folder / "broken_data.csv", [head, [*good[0][:3], good[0][3][:-1], *good[0][4:]], good[1]])
+    models = data_dir() / HUMAN_EVAL_DIR / "episode_models.jsonl"
+    line = next(x for x in models.read_text().splitlines() if f'"{PK}"' in x)
+    (folder / "episode_models.jsonl").write_text(line + "\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +65,8 @@ def release():
 
 
 @pytest.fixture
-def model_map():
-    return read_episode_models(FIXTURES / "episode_models.jsonl")
+def model_map(fixtures):
+    return read_episode_models(fixtures / "episode_models.jsonl")
 
 
 def test_the_whole_release_and_its_quirks(release):
@@ -65,8 +97,8 @@ def test_score_scale_is_the_judges():
     assert {d.name: (d.low, d.high) for d in DIMENSIONS} == HUMAN_DIMENSIONS
 
 
-def test_fixture_rows_read(model_map):
-    ratings, views = read_human_eval_csv(FIXTURES / "mistral-instruct_final.csv", "mistral-7b", model_map)
+def test_fixture_rows_read(model_map, fixtures):
+    ratings, views = read_human_eval_csv(fixtures / "mistral-instruct_final.csv", "mistral-7b", model_map)
     assert [r.where for r in ratings] == ["mistral-instruct_final.csv, line 2", "mistral-instruct_final.csv, line 3"]
     assert {r.pk for r in ratings} == {PK} and views[PK].has_transcript
     assert all(0 <= r.agents[a]["goal"].score <= 10 for r in ratings for a in (0, 1))
@@ -78,13 +110,13 @@ def test_fixture_rows_read(model_map):
     ("unknown_episode.csv", r"unknown_episode\.csv, line 3, column pk: episode '01HNBEX1CAAMK0YQ7M1ZZ6BHS5' is not in the model map"),
     ("broken_data.csv", r"broken_data\.csv, line 2, column data: not valid JSON"),
 ])
-def test_bad_input_names_file_line_and_column(model_map, fixture, message):
+def test_bad_input_names_file_line_and_column(model_map, fixtures, fixture, message):
     with pytest.raises(DataError, match=message):
-        read_human_eval_csv(FIXTURES / fixture, "mistral-7b", model_map)
+        read_human_eval_csv(fixtures / fixture, "mistral-7b", model_map)
 
 
-def test_more_bad_input(model_map, tmp_path):
-    good = (FIXTURES / "mistral-instruct_final.csv").read_text(encoding="utf-8")
+def test_more_bad_input(model_map, fixtures, tmp_path):
+    good = (fixtures / "mistral-instruct_final.csv").read_text(encoding="utf-8")
     wrong_file = tmp_path / "x.csv"
     wrong_file.write_text(good, encoding="utf-8")
     with pytest.raises(DataError, match=r"x\.csv, line 2, column pk: .*study folder 'GPT3.5-MistralInstruct'.*bc file"):
@@ -94,7 +126,7 @@ def test_more_bad_input(model_map, tmp_path):
     with pytest.raises(DataError, match=r"y\.csv, line 2, column data: not the annotation app's episode view"):
         read_human_eval_csv(not_a_view, "mistral-7b", model_map)
     twice = tmp_path / "episode_models.jsonl"
-    twice.write_text((FIXTURES / "episode_models.jsonl").read_text() * 2)
+    twice.write_text((fixtures / "episode_models.jsonl").read_text() * 2)
     with pytest.raises(DataError, match=r"episode_models\.jsonl:2: episode .* is listed twice"):
         read_episode_models(twice)
     scores = tmp_path / "scores.json"
@@ -106,21 +138,24 @@ def test_more_bad_input(model_map, tmp_path):
 
 
 def _per_episode_files() -> dict[str, bytes]:
-    """What the public per-episode files hold for the fields episode_models keeps (served offline)."""
+    """What the public per-episode files hold for the fields the derived files keep (served offline)."""
     out = {}
+    renderings = {json.loads(x)["pk"]: json.loads(x)["rewards_prompt"]
+                  for x in (shared_data_dir() / OFFICIAL_RENDERINGS).read_text().splitlines()}
     for line in (shared_data_dir() / EPISODE_MODELS).read_text().splitlines():
         e = json.loads(line)
         url = fetch_mod.episode_file_url(e["study_folder"], e["pk"])
         out[url] = json.dumps({"pk": e["pk"], "environment": e["environment_pk"], "tag": e["tag"],
-                               "models": e["models"], "rewards_prompt": "..."}).encode()
+                               "models": e["models"], "rewards_prompt": renderings[e["pk"]]}).encode()
     return out
 
 
-def test_episode_models_rebuilds_to_the_pinned_checksum(monkeypatch, tmp_path):
+def test_the_derived_files_rebuild_to_their_pinned_checksums(monkeypatch, tmp_path):
     files = _per_episode_files()
     csvs = {name: (shared_data_dir() / HUMAN_EVAL_DIR / name).read_bytes() for name, _ in HUMAN_EVAL_CSVS.values()}
-    rebuilt = rebuild_episode_models(csvs, files.__getitem__)
-    assert hashlib.sha256(rebuilt).hexdigest() == SOTOPIA_FILES[EPISODE_MODELS].sha256
+    for relpath in (EPISODE_MODELS, OFFICIAL_RENDERINGS):
+        assert hashlib.sha256(rebuild_derived(relpath, csvs, files.__getitem__)).hexdigest() == SOTOPIA_FILES[relpath].sha256
+    rebuilt = rebuild_derived(EPISODE_MODELS, csvs, files.__getitem__)
     # through the resolver: no folder has it, so the public source rebuilds it
     monkeypatch.setattr(fetch_mod, "_download", files.__getitem__)
     path = fetch_file(SOTOPIA_FILES[EPISODE_MODELS], tmp_path / "dest", _csvs_only(tmp_path))

@@ -59,7 +59,8 @@ def test_lines_become_turns_as_the_annotators_read_them(episodes):
     assert acts[-1] == (0, "leave", "") and blanket.end_reason == "leave"
     stationery = episodes["01HNBAEKNYKBC3EKHM9XHGFQDA"]  # ends without a leave; parser residue kept
     last = stationery.turns[-1]
-    assert last.action.action_type == "speak" and last.action.argument.endswith('understand."\nTurn #10,')
+    assert last.action.action_type == "speak" and last.action.argument.endswith("I hope you understand.")
+    assert last.raw.endswith('understand."\nTurn #10,')  # the app's residue stays in the raw line only
     assert stationery.end_reason == "released"
     unquoted = [t for t in episodes["01HNBAXJ1HS3NVDHEX69DY72HF"].turns if t.raw == "How about $454?"]
     assert unquoted and unquoted[0].action.action_type == "speak" and unquoted[0].action.argument == "How about $454?"

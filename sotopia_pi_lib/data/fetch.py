@@ -23,8 +23,10 @@ from ..errors import DataError
 from ..paths import data_dir, shared_data_dir
 from ..store import atomic_write_bytes, sha256_file
 from .sources import (
+    EPISODE_MODELS,
     HUMAN_EVAL_CSVS,
     HUMAN_EVAL_DIR,
+    OFFICIAL_RENDERINGS,
     OPTIONAL_FILES,
     SOTOPIA_FILES,
     DataFile,
@@ -63,21 +65,34 @@ def _csv_pks(payload: bytes) -> list[str]:
     return list(dict.fromkeys(row["pk"] for row in rows))
 
 
-def rebuild_episode_models(csv_payloads: dict[str, bytes], download=None) -> bytes:
-    """episode_models.jsonl from the public per-episode files of SOTOPIA's human-evaluation app.
+def _episode_models_line(ep: dict, folder: str) -> dict:
+    return {"pk": ep["pk"], "study_folder": folder, "models": ep["models"], "tag": ep["tag"],
+            "environment_pk": ep["environment"]}
+
+
+def _official_rendering_line(ep: dict, folder: str) -> dict:
+    del folder
+    return {"pk": ep["pk"], "environment_pk": ep["environment"], "models": ep["models"], "tag": ep["tag"],
+            "rewards_prompt": ep["rewards_prompt"]}
+
+
+# Files with no single public copy, each a projection of the 154 public per-episode files.
+DERIVED = {EPISODE_MODELS: _episode_models_line, OFFICIAL_RENDERINGS: _official_rendering_line}
+
+
+def rebuild_derived(relpath: str, csv_payloads: dict[str, bytes], download=None) -> bytes:
+    """A derived file (DERIVED) from the public per-episode files of SOTOPIA's human-evaluation app.
 
     `csv_payloads` maps each released CSV's file name to its (verified) bytes: their pks say which
-    per-episode files to read, the CSV says which study folder. One line per episode, sorted by pk:
-    pk, study_folder, models, tag, environment_pk, as `json.dumps` writes them (the pinned sha256 is
-    of exactly these bytes, so a rebuilt file is verified like a downloaded one).
+    per-episode files to read, the CSV says which study folder. One line per episode, sorted by pk, as
+    `json.dumps` writes the projection (the pinned sha256 is of exactly these bytes, so a rebuilt file
+    is verified like a downloaded one).
     """
-    download = download or _download
+    download, project = download or _download, DERIVED[relpath]
     lines = []
     for name, folder in HUMAN_EVAL_CSVS.values():
         for pk in _csv_pks(csv_payloads[name]):
-            ep = json.loads(download(episode_file_url(folder, pk)))
-            lines.append({"pk": ep["pk"], "study_folder": folder, "models": ep["models"], "tag": ep["tag"],
-                          "environment_pk": ep["environment"]})
+            lines.append(project(json.loads(download(episode_file_url(folder, pk))), folder))
     lines.sort(key=lambda d: d["pk"])
     return "".join(json.dumps(d) + "\n" for d in lines).encode("utf-8")
 
@@ -87,7 +102,7 @@ def _public_copy(f: DataFile, dest_dir: Path, sources: list[Source]) -> bytes:
         return _download(f.url)
     csvs = {name: fetch_file(SOTOPIA_FILES[f"{HUMAN_EVAL_DIR}/{name}"], dest_dir, sources).read_bytes()
             for name, _ in HUMAN_EVAL_CSVS.values()}
-    return rebuild_episode_models(csvs)
+    return rebuild_derived(f.relpath, csvs)
 
 
 def _from_source(f: DataFile, source: Source, dest_dir: Path, sources: list[Source]) -> str | None:

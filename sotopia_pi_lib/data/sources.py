@@ -24,6 +24,7 @@ SOTOPIA_HUMAN_EVAL = (
 )
 HUMAN_EVAL_DIR = "sotopia_pi/human_eval"
 EPISODE_MODELS = f"{HUMAN_EVAL_DIR}/episode_models.jsonl"
+OFFICIAL_RENDERINGS = f"{HUMAN_EVAL_DIR}/official_renderings.jsonl"
 # released model label -> (CSV file, the study folder of SOTOPIA's human-evaluation app that holds its
 # per-episode files). Labels are those of reference/sotopia_pi_reference.json, plus gpt-3.5.
 HUMAN_EVAL_CSVS: dict[str, tuple[str, str]] = {
@@ -121,6 +122,10 @@ SOTOPIA_FILES: dict[str, DataFile] = {
         # public per-episode files (sorted by pk, one json.dumps line each): no single public file.
         DataFile(EPISODE_MODELS, "7cb71fbf78ce66f9d6f2cd9ec779a0cf740f7da7fd4b2ed9f01c1c359db92ea2", None, "MIT",
                  rebuilt=True),
+        # the same episodes' pk, environment, models, tag and the exact text the official evaluator was
+        # given (`rewards_prompt`): golden data for tests of the judge's input, rebuilt the same way.
+        DataFile(OFFICIAL_RENDERINGS, "46c87518d76154e37867bd56512e71696c35a9162c2308d4715a0f1f54e1fbeb", None,
+                 "MIT", rebuilt=True),
         DataFile(
             "reference/sotopia_leaderboard_vs_gpt35.jsonl",
             "d715b9e3b182eba400257129ca8b7561ce9dbb20bad7e92a27f311354bfdb58a",
@@ -132,7 +137,7 @@ SOTOPIA_FILES: dict[str, DataFile] = {
 
 # Files that only ship in ../shared/data: a user without it still runs the study, these are optional.
 OPTIONAL_FILES = frozenset(
-    {"sotopia_pi/released_sft_format_sample.json", "reference/sotopia_leaderboard_vs_gpt35.jsonl"}
+    {"sotopia_pi/released_sft_format_sample.json", "reference/sotopia_leaderboard_vs_gpt35.jsonl", OFFICIAL_RENDERINGS}
 )
 
 

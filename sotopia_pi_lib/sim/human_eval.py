@@ -13,7 +13,11 @@ The turns are the annotation app's transcript, line by line. The app showed a li
   speaker field, which its parser guessed from the first name found in the line);
 - "<name> left the conversation" (with or without a final period or comma) is a leave;
 - any other text is speech by the app's speaker; the argument is the text without one enclosing pair
-  of double quotes. Residue of the app's parser (a trailing "Turn #10,") stays, as the annotators saw it.
+  of double quotes.
+The app's parser kept two pieces of the official evaluator's frame on the last line of some
+transcripts: the marker of the next, empty turn (a trailing "\nTurn #10,") and the comma the
+evaluator's template puts after the whole history ('"…possessions.",'). Neither is part of what the agent
+said (tests/test_judge_prompt.py compares with the evaluator's input), so the argument leaves them out.
 `Turn.raw` keeps every line verbatim. Turns where an agent did nothing are not in the release, and
 neither is why an episode ended: a transcript that ends with a leave ends by "leave", any other by
 "released" (see `EndReason`).
@@ -37,6 +41,9 @@ SOURCE_TAG = "sotopia_pi_human_eval"
 PARTNER_LABEL = "gpt-3.5"
 
 
+_NEXT_TURN_MARK = re.compile(r"\s*\nTurn #\d+,?\s*$")
+
+
 def _patterns(names: tuple[str, str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     who = "|".join(re.escape(n) for n in names)
     acted = re.compile(rf"(?P<name>{who}) \[(?P<kind>non-verbal communication|action)\]\s*(?P<arg>.*)", re.S)
@@ -51,8 +58,11 @@ def released_turns(view: AnnotatorView) -> list[Turn]:
     names = view.names
     acted, left = _patterns(names)
     turns = []
+    last = len(view.parsed_conversation) - 1
     for i, line in enumerate(view.parsed_conversation):
-        text = line.dialogue.strip()
+        text = _NEXT_TURN_MARK.sub("", line.dialogue).strip()
+        if i == last:
+            text = text.removesuffix(",")
         if m := acted.fullmatch(text):
             who, action = m["name"], AgentAction(action_type=m["kind"], argument=m["arg"].strip())
         elif m := left.fullmatch(text):
