@@ -97,7 +97,7 @@ def test_the_judge_renders_an_episode_whose_ending_is_not_released(episodes):
 
 
 def test_a_released_episode_exports_as_an_episode_log(release, episodes):
-    from sotopia_pi_lib.sim.export import to_episode_log
+    from sotopia_pi_lib.judge.export import to_episode_log
 
     ep = episodes["01HNBAH2MFNWNX62KYD3ARWN5Y"]
     log = to_episode_log(ep, allow_unrated=True)

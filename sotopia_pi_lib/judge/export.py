@@ -1,7 +1,7 @@
 """Export episodes (and their ratings) in the JSON shape of sotopia's `EpisodeLog`.
 
-The shape follows `sotopia.database.logs.BaseEpisodeLog` (sotopia 0.1.5 on PyPI; the same fields in
-the sotopia-lab/sotopia repository): pk, environment, agents, tag, models, messages, reasoning,
+The shape follows sotopia's `EpisodeLog` (sotopia/database/logs.py; tests/test_judge_export.py checks
+exports against the official model in sotopia 0.0.6, the paper's version): pk, environment, agents, tag, models, messages, reasoning,
 rewards, rewards_prompt. `messages` is a list of steps, each a list of (sender, receiver, text):
 step 0 opens with what each agent knows ("Environment" -> agent), every step ends with both agents'
 actions (agent -> "Environment"; SOTOPIA's round-robin masks the idle agent to "did nothing"), and
@@ -9,8 +9,7 @@ each step after that opens with the previous turn as the environment reports it.
 per agent, (overall, {dimension: score, ..., "overall_score": overall}). `models` is
 [evaluator, agent 1 model, agent 2 model], as sotopia's server writes it.
 
-Ratings are taken by duck typing (judge.ratings.EpisodeRating) so this module does not import the
-judge stage, which comes after the simulation.
+It lives with the judge because an exported episode carries its ratings.
 """
 
 from __future__ import annotations
@@ -18,20 +17,17 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from ..data.profiles import AgentProfile
 from ..errors import DataError
+from ..sim.episode import AgentAction, EpisodeRecord
+from ..sim.prompts import setup_view
+from ..sim.rules import setup_from_record
+from ..sim.visibility import CharacterView, Visibility
 from ..store.files import atomic_write_text
-from .episode import AgentAction, EpisodeRecord
-from .prompts import setup_view
-from .rules import setup_from_record
-from .visibility import CharacterView, Visibility
-
-if TYPE_CHECKING:
-    from ..judge.ratings import EpisodeRating
+from .ratings import EpisodeRating
 
 ENV = "Environment"
 Reward = tuple[float, dict[str, float]] | float

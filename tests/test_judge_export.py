@@ -10,10 +10,10 @@ import pytest
 
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.judge import DIMENSIONS, RUBRIC_VERSION, EpisodeRating, parse_judgement
+from sotopia_pi_lib.judge.export import export_episode_logs, to_episode_log
 from sotopia_pi_lib.judge.prompt import judge_prompt_text
 from sotopia_pi_lib.official import official_available, run_official
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
-from sotopia_pi_lib.sim.export import export_episode_logs, to_episode_log
 
 SCRIPTS = json.loads((Path(__file__).parent / "fixtures" / "judge_episode_scripts.json").read_text())
 
