@@ -60,8 +60,8 @@ test: setup sotopia data model ## run the test suite (the README's test command)
 lint: $(STAMP) ## ruff on the library, tests and benchmarks
 	$(BIN)/ruff check sotopia_pi_lib tests bench
 
-lab: setup data model ## open JupyterLab on the notebooks
-	$(BIN)/jupyter lab notebooks
+lab: setup data model ## open JupyterLab on the notebooks (prints the URL to open)
+	$(BIN)/jupyter lab --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from saved results (notebook 06, no model)
 	$(PIPE) --stages 06_analysis --force
