@@ -8,9 +8,9 @@ import pytest
 
 from sotopia_pi_lib.data import RelationshipType, load_sotopia
 from sotopia_pi_lib.data.profiles import EnvironmentProfile
-from sotopia_pi_lib.data.sotopia import read_jsonl_models
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.paths import data_dir
+from sotopia_pi_lib.store.jsonl import read_jsonl
 
 
 def test_counts(sotopia):
@@ -63,7 +63,7 @@ def test_truncated_jsonl_line_names_file_and_line(tmp_path):
     lines[6] = lines[6][: len(lines[6]) // 2] + "\n"
     path.write_text("".join(lines))
     with pytest.raises(DataError, match=r"environment_profiles\.jsonl:7: not valid JSON"):
-        read_jsonl_models(path, EnvironmentProfile)
+        read_jsonl(path, EnvironmentProfile)
 
 
 def test_invalid_field_names_line_and_key(tmp_path):
@@ -71,8 +71,8 @@ def test_invalid_field_names_line_and_key(tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     lines[2] = lines[2].replace('"age_constraint": "[(18, 70), (18, 70)]"', '"age_constraint": "eighteen"')
     path.write_text("".join(lines))
-    with pytest.raises(DataError, match=r":3: invalid EnvironmentProfile: age_constraint"):
-        read_jsonl_models(path, EnvironmentProfile)
+    with pytest.raises(DataError, match=r":3: not a valid EnvironmentProfile \(age_constraint"):
+        read_jsonl(path, EnvironmentProfile)
 
 
 def test_missing_goal_is_an_error():

@@ -30,8 +30,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import DataError
+from ..store.jsonl import read_jsonl
 from .fetch import verified_path
-from .sotopia import read_jsonl_models
 from .sources import EPISODE_MODELS, HUMAN_EVAL_CSVS, HUMAN_EVAL_DIR
 
 GPT4_SCORES = f"{HUMAN_EVAL_DIR}/sotopia_gpt4_scores.json"
@@ -186,7 +186,7 @@ def _problem(e: ValidationError) -> str:
 def read_episode_models(path: Path) -> dict[str, EpisodeModels]:
     """The model map, by pk; a bad or repeated line is a DataError naming file and line."""
     out: dict[str, EpisodeModels] = {}
-    for lineno, rec in enumerate(read_jsonl_models(path, EpisodeModels), 1):
+    for lineno, rec in enumerate(read_jsonl(path, EpisodeModels), 1):
         if rec.pk in out:
             raise DataError(f"{path}:{lineno}: episode {rec.pk} is listed twice")
         out[rec.pk] = rec

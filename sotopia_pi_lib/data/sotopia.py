@@ -16,6 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DataError
+from ..store.jsonl import read_jsonl
 from .fetch import verified_path
 from .profiles import (
     AgentProfile,
@@ -32,22 +33,6 @@ TASK_SETS = {"sotopia_all": "sotopia_env", "sotopia_hard": "sotopia_hard_env"}
 
 def _describe(e: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, err['loc'])) or '<line>'}: {err['msg']}" for err in e.errors())
-
-
-def read_jsonl_models(path: Path, model: type[M]) -> list[M]:
-    """Parse a JSONL file into `model`s; a bad line is a DataError naming file and line."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(model.model_validate_json(line))
-            except ValidationError as e:
-                if any(err["type"] == "json_invalid" for err in e.errors()):
-                    raise DataError(f"{path}:{lineno}: not valid JSON (truncated line?)") from None
-                raise DataError(f"{path}:{lineno}: invalid {model.__name__}: {_describe(e)}") from None
-    return out
 
 
 def read_inspirational_prompts(path: Path) -> list[InspirationalPrompt]:
@@ -125,13 +110,13 @@ def load_sotopia(data_folder: Path | None = None) -> SotopiaData:
     except json.JSONDecodeError as e:
         raise DataError(f"{ids_path}:{e.lineno}: not valid JSON: {e.msg}") from None
     data = SotopiaData(
-        agents={a.agent_id: a for a in read_jsonl_models(p("sotopia/agent_profiles.jsonl"), AgentProfile)},
+        agents={a.agent_id: a for a in read_jsonl(p("sotopia/agent_profiles.jsonl"), AgentProfile)},
         environments={
             e.env_id: e
-            for e in read_jsonl_models(p("sotopia/environment_profiles.jsonl"), EnvironmentProfile)
+            for e in read_jsonl(p("sotopia/environment_profiles.jsonl"), EnvironmentProfile)
         },
-        relationships=read_jsonl_models(p("sotopia/relationship_profiles.jsonl"), RelationshipProfile),
-        combos=read_jsonl_models(combos_path, EnvAgentCombo),
+        relationships=read_jsonl(p("sotopia/relationship_profiles.jsonl"), RelationshipProfile),
+        combos=read_jsonl(combos_path, EnvAgentCombo),
         env_id_sets=env_id_sets,
         inspirational_prompts=read_inspirational_prompts(p("sotopia_pi/inspirational_prompts.csv")),
     )
