@@ -11,9 +11,8 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..errors import DataError
 from ..store.jsonl import read_jsonl
@@ -25,8 +24,6 @@ from .profiles import (
     InspirationalPrompt,
     RelationshipProfile,
 )
-
-M = TypeVar("M", bound=BaseModel)
 
 TASK_SETS = {"sotopia_all": "sotopia_env", "sotopia_hard": "sotopia_hard_env"}
 
