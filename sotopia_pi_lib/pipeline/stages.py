@@ -70,12 +70,19 @@ def round_tasks(ctx: StageContext, round_: int) -> list[GeneratedTask]:
 
 
 # 02 -----------------------------------------------------------------------------------------------
+def reformatter(ctx: StageContext) -> LLM | None:
+    """The sotopia style's model for rewriting unparseable output (the paper's gpt-3.5-turbo: the
+    partner role by default); the project style has no such step."""
+    sim = ctx.cfg.simulation
+    return ctx.model(sim.sotopia.reformat_role) if sim.prompts == "sotopia" else None
+
+
 def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> Collection:
     return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                    judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                    ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
                    judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
-                   seed=ctx.cfg.run.seed)
+                   seed=ctx.cfg.run.seed, reformatter=reformatter(ctx))
 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
@@ -211,7 +218,8 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
              for name in ev.models for task_set, n in sets.items()]
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
-                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
+                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed,
+                             reformatter=reformatter(ctx))
     return runs
 
 
