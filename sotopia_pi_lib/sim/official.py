@@ -165,16 +165,16 @@ class Verdict(BaseModel):
 
 
 def official_verdicts(
-    cases: Sequence[tuple[EpisodeSetup, Sequence[Turn]]], rules: RuleConfig, max_live: int = 8
+    cases: Sequence[tuple[EpisodeSetup, Sequence[Turn], RuleConfig]], max_live: int = 8
 ) -> list[Verdict]:
-    """Replay each (setup, turns) through the package's environment and rule evaluator, no model
-    involved: the official visibility and ending rule, to check the project's against."""
+    """Replay each (setup, turns, rules) through the package's environment and rule evaluator, no
+    model involved: the official visibility and ending rule, to check the project's against."""
     config = {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-unused", "max_live": max_live,
               "agent_temperature": 1.0, "judge_temperature": 0.0}  # fmt: skip
-    limits = {"max_turns": rules.max_turns, "max_stale_turns": rules.max_stale_turns}
     with Worker(WORKER_SCRIPT, config) as worker:
-        for i, (setup, turns) in enumerate(cases):
+        for i, (setup, turns, rules) in enumerate(cases):
             played = [{"agent": t.agent, **t.action.model_dump()} for t in turns]
+            limits = {"max_turns": rules.max_turns, "max_stale_turns": rules.max_stale_turns}
             worker.send({"id": str(i), "kind": "replay", **setup_payload(setup), "turns": played, "rules": limits})
         results = {}
         for _ in cases:
