@@ -97,10 +97,15 @@ class Worker:
         self.stderr: deque[str] = deque(maxlen=200)
         threading.Thread(target=self._drain, args=(self.proc.stdout, self.lines.put), daemon=True).start()
         threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
-        self.send(config)
-        self.hello = self.next().get("hello")
-        if self.hello is None:
-            raise BackendError(f"official worker {script} did not introduce itself")
+        try:
+            self.send(config)
+            self.hello = self.next().get("hello")
+            if self.hello is None:
+                raise BackendError(f"official worker {script} did not introduce itself")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     @staticmethod
     def _drain(stream: Any, put: Any) -> None:
