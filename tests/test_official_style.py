@@ -278,35 +278,24 @@ def test_released_episodes_reach_the_evaluator_as_the_paper_rendered_them(sotopi
 @needs_official
 @pytest.mark.model
 def test_an_episode_on_the_embedded_model_records_what_the_package_rendered(sotopia, embedded_model_dir):
-    """One short episode with the real model through the local server: each recorded prompt is the one
-    the package itself logged for that turn (its LangChain callback), then the package's evaluator
-    rates it and the turns become training examples with those prompts."""
-    import pandas as pd
-
+    """A short episode with the real model through the local server: each recorded prompt is the one
+    the package itself logged for that turn (its LangChain callback; one job at a time, as the log is
+    global). tests/test_notebooks_ci.py rates such episodes and makes training examples of them."""
     from sotopia_pi_lib.llm.registry import build_llm
     from sotopia_pi_lib.llm.types import ModelSpec
 
     llm = build_llm(ModelSpec(backend="hf", model="embedded"))
-    config = JSON_STYLE.model_copy(update={"rules": RuleConfig(max_turns=3), "max_argument_chars": 60,
+    config = JSON_STYLE.model_copy(update={"rules": RuleConfig(max_turns=2), "max_argument_chars": 60,
                                            "sampling": JSON_STYLE.sampling.model_copy(update={"max_tokens": 40})})
     [spec] = make_specs(setups_for_task_set(sotopia, "sotopia_hard")[:1], ("embedded", "embedded"), seed=9)
-    eid = episode_id(spec, config)
     with OfficialSession({"embedded": llm}, SessionConfig(max_live=1)) as session:
         session.router.schemas["action"] = action_schema_from(session.hello["schemas"]["action"], 60)
-        play = OfficialPlay(config, session, {"embedded": "embedded"})
-        session.submit(play.job(eid, spec) | {"log_prompts": True})
+        play = OfficialPlay(config, session)
+        session.submit(play.job(episode_id(spec, config), spec) | {"log_prompts": True})
         [(result, exchanges)] = list(session.results())
     turns = play.outcome(result, exchanges)
     assert not isinstance(turns, str), turns
+    assert turns and end_reason_from(result["end"]) in ("leave", "stale", "max_turns")
     for played, turn in zip(result["turns"], turns, strict=True):
         assert played["package_prompt"] == f"Prompt after formatting:\n{turn.prompt[0].content}\x1b[0m"
         assert json.loads(turn.raw)["action_type"] == turn.action.action_type
-    from sotopia_pi_lib.sim.runner import episode_record
-
-    record = episode_record(eid, spec, turns, end_reason_from(result["end"]), config, result["seconds"])
-    [rating] = judge_episodes([record], llm, progress=False, reasoning_max_chars=16)
-    assert rating.rubric_version == "sotopia==0.0.6+json/reasoning16"
-    acting = [t for t in record.turns if t.agent == 0 and t.action.action_type != "none"]
-    kept = pd.DataFrame([{"episode_id": eid, "agent": 0, "goal": float(rating.agents[0].scores["goal"])}])
-    examples, _ = to_examples([record], kept, source="sr")
-    assert [e.prompt for e in examples] == [list(t.prompt) for t in acting]

@@ -9,7 +9,6 @@ against the project's ranges and stored as ordinary EpisodeRatings under the pac
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -113,7 +112,7 @@ def rate_official(
     by_id = {f"{rec.episode_id}/judge/{s}": (rec, s) for rec, s in todo}
     ratings, failures = [], []
     with OfficialSession(served, config) as session:
-        package = copy.deepcopy(session.hello["schemas"]["evaluation"])
+        package = session.hello["schemas"]["evaluation"]
         session.router.schemas["evaluation"] = evaluation_schema_from(package, reasoning_max_chars)
         for rec, s in todo:
             constrained = is_constrained_style(rec.prompt_version)

@@ -33,7 +33,11 @@ class SessionConfig(BaseModel):
     agent_temperature: float = Field(1.0, ge=0.0, description="agenerate_action.temperature")
     judge_temperature: float = Field(0.0, ge=0.0, description="ReachGoalLLMEvaluator.__acall__.temperature")
     max_wait_ms: float = Field(10.0, ge=0.0, description="server micro-batching window")
-    timeout_s: float = Field(900.0, gt=0.0, description="longest silence of the worker before it counts as hung")
+    timeout_s: float = Field(
+        3600.0, gt=0.0,
+        description="longest wait for the worker's next result before it counts as hung (a dead worker is "
+        "noticed at once; a result is one whole episode, which a CPU model may take many minutes to play)",
+    )
 
 
 class OfficialSession:

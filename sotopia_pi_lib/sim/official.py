@@ -10,7 +10,6 @@ exchanges the server answered become an ordinary EpisodeRecord whose turns carry
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -87,10 +86,11 @@ def _turn(index: int, played: dict[str, Any], exchanges: list[Exchange], agent_w
 
 
 class OfficialPlay:
-    """Turns specs into worker jobs and worker results into records, for one batch."""
+    """Turns specs into worker jobs and worker results into turns, for one batch. `reformat` is the
+    served name of the reformatting model (None: each agent's own model)."""
 
-    def __init__(self, config: RunConfig, session: OfficialSession, labels: Mapping[str, str]) -> None:
-        self.config, self.session, self.labels = config, session, labels
+    def __init__(self, config: RunConfig, session: OfficialSession, reformat: str | None = None) -> None:
+        self.config, self.session, self.reformat = config, session, reformat
         self.agent_wire, self.reformat_wire = session.wire_models()
 
     def job(self, episode_id: str, spec: EpisodeSpec) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class OfficialPlay:
         for slot, label in enumerate(spec.models):
             routes[f"agent{slot}"] = {
                 "episode": episode_id, "slot": f"agent{slot}", "seed": spec.seed,
-                "models": {self.agent_wire: label, self.reformat_wire: self.labels.get(REFORMAT_LABEL, label)},
+                "models": {self.agent_wire: label, self.reformat_wire: self.reformat or label},
                 "max_tokens": self.config.sampling.max_tokens,
                 "schema_name": "action" if self.config.sotopia.json_schema else None,
             }  # fmt: skip
@@ -137,14 +137,13 @@ def play_official(
     if not todo:
         return
     served = dict(models) | ({REFORMAT_LABEL: reformatter} if reformatter is not None else {})
-    labels = {label: label for label in served}
     session_config = SessionConfig(max_live=config.max_live_episodes, agent_temperature=config.sampling.temperature)
     specs = dict(todo)
     with OfficialSession(served, session_config) as session:
         if config.sotopia.json_schema:
-            package = copy.deepcopy(session.hello["schemas"]["action"])
+            package = session.hello["schemas"]["action"]
             session.router.schemas["action"] = action_schema_from(package, config.max_argument_chars)
-        play = OfficialPlay(config, session, labels)
+        play = OfficialPlay(config, session, REFORMAT_LABEL if reformatter is not None else None)
         for episode_id, spec in todo:
             session.submit(play.job(episode_id, spec))
         for result, exchanges in session.results():
