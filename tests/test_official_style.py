@@ -27,7 +27,7 @@ from sotopia_pi_lib.pi.sft import to_examples
 from sotopia_pi_lib.sim import EpisodeStore, RuleConfig, RunConfig, episode_id, make_specs, run_episodes
 from sotopia_pi_lib.sim.official import OfficialPlay, action_schema_from, end_reason_from, setup_payload
 from sotopia_pi_lib.sim.pairing import setups_for_task_set
-from sotopia_pi_lib.sim.runner import is_constrained_style, is_official_style, style_version
+from sotopia_pi_lib.sim.style import is_constrained_style, is_official_style, style_version
 
 needs_official = pytest.mark.skipif(not official_available(), reason="run `make sotopia` first")
 FIXTURES = Path(__file__).parent / "fixtures"

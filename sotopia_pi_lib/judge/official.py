@@ -21,7 +21,7 @@ from ..official.session import OfficialSession, SessionConfig
 from ..sim.episode import EpisodeRecord
 from ..sim.official import REFORMAT_LABEL, setup_payload
 from ..sim.rules import setup_from_record
-from ..sim.runner import CONSTRAINED, is_constrained_style, is_official_style
+from ..sim.style import CONSTRAINED, is_constrained_style, is_official_style
 from .ratings import EpisodeRating, parse_judgement
 from .rubric import BY_NAME
 from .schema import AGENT_KEYS, judge_max_tokens

@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..llm.base import LLM
 from ..llm.types import LLMRequest, LLMResponse, SamplingParams
-from ..official.runtime import SOTOPIA_VERSION
 from .episode import AgentAction, EndReason, EpisodeRecord, Turn
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
 from .store import EpisodeFailure, EpisodeStore, RunSummary
+from .style import SotopiaStyle, style_version
 
 
 class EpisodeSpec(BaseModel):
@@ -40,26 +40,6 @@ class EpisodeSpec(BaseModel):
     models: tuple[str, str] = Field(description="keys of the `models` mapping, per agent position")
     seed: int = 0
     tags: dict[str, str] = Field(default_factory=dict)
-
-
-Role = Literal["task_generator", "expert", "policy", "partner", "judge"]
-
-
-class SotopiaStyle(BaseModel):
-    """Settings of the sotopia prompt style (`prompts: sotopia`; see docs/official_style.md)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    json_schema: bool = Field(
-        False,
-        description="departure from the paper: decode actions and ratings under the package's own output "
-        "models' JSON schemas (for models too small to write the JSON unaided); the prompts are unchanged",
-    )
-    reformat_role: Role = Field(
-        "partner",
-        description="the model that rewrites unparseable output (the package always asks gpt-3.5-turbo, "
-        "the paper's partner)",
-    )
 
 
 class RunConfig(BaseModel):
@@ -85,28 +65,6 @@ class RunConfig(BaseModel):
         description="episodes of one model: ask each next turn as soon as the last is out, not in rounds",
     )
     progress: bool = True
-
-
-OFFICIAL_STYLE = f"sotopia=={SOTOPIA_VERSION}"
-CONSTRAINED = "+json"
-
-
-def style_version(config: RunConfig) -> str:
-    """What the episodes' prompts are: the project's prompt version, or the package and its version
-    (`+json` when decoding is constrained); recorded as each episode's prompt_version."""
-    if config.prompts == "project":
-        return config.prompt_version
-    return OFFICIAL_STYLE + (CONSTRAINED if config.sotopia.json_schema else "")
-
-
-def is_official_style(prompt_version: str) -> bool:
-    """Whether a record was played in the sotopia style (by any version of the package)."""
-    return prompt_version.startswith("sotopia==")
-
-
-def is_constrained_style(prompt_version: str) -> bool:
-    """Whether a sotopia-style record was decoded under the package's JSON schemas (`json_schema`)."""
-    return is_official_style(prompt_version) and prompt_version.endswith(CONSTRAINED)
 
 
 class RunResult(BaseModel):
