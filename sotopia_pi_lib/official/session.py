@@ -32,7 +32,11 @@ class SessionConfig(BaseModel):
     max_live: int = Field(16, ge=1, description="jobs the worker runs at once")
     agent_temperature: float = Field(1.0, ge=0.0, description="agenerate_action.temperature")
     judge_temperature: float = Field(0.0, ge=0.0, description="ReachGoalLLMEvaluator.__acall__.temperature")
-    max_wait_ms: float = Field(10.0, ge=0.0, description="server micro-batching window")
+    max_wait_ms: float = Field(
+        50.0, ge=0.0,
+        description="server micro-batching window: a batch's answers go out together and the episodes' next "
+        "turns come back over the next tens of milliseconds (each worker thread runs the package's Python)",
+    )
     timeout_s: float = Field(
         3600.0, gt=0.0,
         description="longest wait for the worker's next result before it counts as hung (a dead worker is "
