@@ -3,24 +3,20 @@
 SPEC is `embedded` (the embedded SmolLM2 on the hf backend), `BACKEND:MODEL` (e.g. `hf:models/x`),
 a YAML/JSON mapping (`{backend: hf, model: embedded, adapter: results/run/adapter}`) or a YAML file.
 Binds to 127.0.0.1 unless told otherwise; with --api-key-env the key is read from that variable.
-BackgroundServer runs the same app in a thread (tests, notebooks driving SOTOPIA's own code).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .errors import BackendError, ConfigError, SotopiaPiError
+from .errors import ConfigError, SotopiaPiError
 from .llm.types import BACKENDS, ModelSpec
 
 
@@ -48,49 +44,6 @@ def parse_model_spec(text: str) -> ModelSpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"--model: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-
-
-class BackgroundServer:
-    """uvicorn serving `app` from a daemon thread, on a socket bound before start (port 0: any free
-    port, read back from `.port`), so there is no race for the port."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        import uvicorn
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.host, self.port = host, self.sock.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)
-        )
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
-
-    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise BackendError(f"the server on {self.base_url} did not start within {timeout_s:.0f} s")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

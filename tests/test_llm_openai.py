@@ -23,8 +23,8 @@ from sotopia_pi_lib.llm.json_output import derive_seed
 from sotopia_pi_lib.llm.openai_backend import OpenAIModel
 from sotopia_pi_lib.llm.pricing import DEFAULT_PRICES, find_price, price_table
 from sotopia_pi_lib.llm.registry import build_llm
+from sotopia_pi_lib.llm.server import BackgroundServer
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
-from sotopia_pi_lib.serve import BackgroundServer
 
 KEY = "sk-test-5f2c9a81d0e4b7a3-SECRET"
 SCHEMA = {

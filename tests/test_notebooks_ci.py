@@ -14,9 +14,15 @@ import pytest
 from safetensors.torch import load_file
 
 from sotopia_pi_lib.config import load_config
+from sotopia_pi_lib.data import load_sotopia
+from sotopia_pi_lib.judge import judge_episodes
+from sotopia_pi_lib.llm.registry import build_llm
+from sotopia_pi_lib.official import official_available
+from sotopia_pi_lib.pi.sft import to_examples
 from sotopia_pi_lib.pi.sft_data import read_examples
 from sotopia_pi_lib.pipeline.context import resolve_params
 from sotopia_pi_lib.pipeline.runner import run_pipeline, stale_reasons
+from sotopia_pi_lib.sim import EpisodeStore, make_specs, run_episodes, setups_for_task_set
 from sotopia_pi_lib.store.run import STAGES, RunPaths, stage_problems
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -112,3 +118,37 @@ def test_second_run_skips_and_a_deleted_file_reruns_its_stage(ci_run, monkeypatc
     assert stale_reasons(ci_run, "03_filter", resolve_params("params/ci.yaml")) == [
         "03_filter: output 03_filter/sr_round1.sft.jsonl was deleted"]
     assert stale_reasons(ci_run, "02_collect", resolve_params("params/ci.yaml")) == []
+
+
+@pytest.mark.skipif(not official_available(), reason="run `make sotopia` first")
+def test_a_few_ci_episodes_in_the_sotopia_style(ci_run):
+    """The ci profile's models play two SOTOPIA-hard episodes in the sotopia style (with json_schema:
+    the 135M model cannot write the package's JSON unaided), the package's evaluator rates them, and
+    their turns become training examples holding the prompts the model received."""
+    import pandas as pd
+
+    cfg = load_config(resolve_params("params/ci.yaml"))
+    sim = cfg.simulation.model_copy(update={
+        "prompts": "sotopia", "progress": False,
+        "sotopia": cfg.simulation.sotopia.model_copy(update={"json_schema": True})})  # fmt: skip
+    llms = {}
+    for role in ("policy", "judge", cfg.simulation.reformat_role):
+        spec = getattr(cfg.models, role)
+        llms[role] = next((m for m in llms.values() if m.spec == spec), None) or build_llm(spec)
+    specs = make_specs(setups_for_task_set(load_sotopia(), "sotopia_hard")[:2], ("policy", "policy"),
+                       seed=cfg.run.seed, tags={"source": "sotopia-style"})  # fmt: skip
+    store = EpisodeStore(ci_run.root / "sotopia_style" / "episodes.jsonl")
+    result = run_episodes(specs, {"policy": llms["policy"]}, sim, store, reformatter=llms[sim.reformat_role])
+    assert result.summary.completed + result.summary.skipped == 2 and not result.summary.failed
+    records = store.records()
+    assert all(r.prompt_version == "sotopia==0.0.6+json" and r.turns for r in records)
+    assert all(t.prompt[0].content.startswith("Imagine you are ") for r in records for t in r.turns)
+    ratings = judge_episodes(records, llms["judge"], samples=cfg.judge.samples, progress=False,
+                             reasoning_max_chars=cfg.judge.reasoning_max_chars,
+                             reformatter=llms[sim.reformat_role])  # fmt: skip
+    version = f"sotopia==0.0.6+json/reasoning{cfg.judge.reasoning_max_chars}"
+    assert len(ratings) == 2 and all(r.rubric_version == version for r in ratings)
+    kept = pd.DataFrame([{"episode_id": r.episode_id, "agent": a, "goal": 0.0} for r in records for a in (0, 1)])
+    examples, stats = to_examples(records, kept, source="sotopia-style")
+    acting = {(r.episode_id, t.index): list(t.prompt) for r in records for t in r.turns if t.action.action_type != "none"}
+    assert {(e.episode_id, e.turn): e.prompt for e in examples} == acting and stats.examples == len(acting)

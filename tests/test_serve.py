@@ -21,9 +21,9 @@ import pytest
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.openai_backend import OpenAIModel
-from sotopia_pi_lib.llm.server import create_app
+from sotopia_pi_lib.llm.server import BackgroundServer, create_app
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
-from sotopia_pi_lib.serve import BackgroundServer, main, parse_model_spec
+from sotopia_pi_lib.serve import main, parse_model_spec
 
 pytestmark = pytest.mark.model
 KEY = "sk-local-9d41c07be2a35f68-SECRET"

@@ -93,7 +93,8 @@ def run_benchmarks(
     seed: int = 0,
 ) -> tuple[list[BenchmarkRun], RunSummary]:
     """Play every plan against the partner in ONE batched run (one backend batch per model per step),
-    each (model, task set) into its own files, then judge every new episode in one batch. Resumable."""
+    each (model, task set) into its own files, then judge every new episode in one batch. Resumable.
+    `reformatter` rewrites unparseable output in the sotopia style (sim.official)."""
     partner_key = model_key("partner", partner)
     models: dict[str, LLM] = {partner_key: partner}
     specs, files, keys = [], {}, {}
@@ -103,7 +104,7 @@ def run_benchmarks(
         specs += eval_specs(p.combos, data, key, partner_key, p.task_set, both_positions, seed)
         files[(p.name, p.task_set)] = p.episodes_path
     store = RoutedStore(files, ("eval_model", "task_set"))
-    result = run_episodes(specs, models, sim, store, reformatter)
+    result = run_episodes(specs, models, sim, store, reformatter=reformatter)
     wanted = {s.setup.combo_id for s in specs}
     groups = []
     for p in plans:
@@ -111,7 +112,7 @@ def run_benchmarks(
                if keys[p.name] in r.models and r.combo_id in wanted]
         groups.append((eps, RatingStore(p.ratings_path)))
     rated = judge_into_stores(groups, judge, agents=data.agents, samples=judge_samples,
-                              reasoning_max_chars=reasoning_max_chars)
+                              reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     runs = [BenchmarkRun(model=p.name, task_set=p.task_set, episodes=g[0], ratings=r)
             for p, g, r in zip(plans, groups, rated, strict=True)]
     return runs, result.summary

@@ -21,6 +21,7 @@ from ..errors import ConfigError, DataError, SotopiaPiError
 from ..llm.base import LLM
 from ..llm.types import LLMResponse
 from ..sim.episode import EpisodeRecord
+from .official import official_rubric_version, rate_official
 from .prompt import judge_request
 from .ratings import EpisodeRating, RatingKey, RatingStore, parse_judgement
 from .rubric import DIMENSION_NAMES, REASONING_MAX_CHARS, RUBRIC_VERSION
@@ -52,6 +53,12 @@ def rubric_version_for(reasoning_max_chars: int | None = REASONING_MAX_CHARS) ->
     return f"{RUBRIC_VERSION}/reasoning{reasoning_max_chars}"
 
 
+def rating_version(record: EpisodeRecord, reasoning_max_chars: int = REASONING_MAX_CHARS) -> str:
+    """The rubric version a rating of `record` gets: the official package's for sotopia-style
+    episodes (rated by its own evaluator), else the project rubric's."""
+    return official_rubric_version(record, reasoning_max_chars) or rubric_version_for(reasoning_max_chars)
+
+
 def _to_rating(
     record: EpisodeRecord, response: LLMResponse, judge: str, sample: int, temperature: float, version: str
 ) -> EpisodeRating:
@@ -79,7 +86,18 @@ def _judge_with(
     temperature: float,
     progress: bool,
     reasoning_max_chars: int | None,
+    reformatter: LLM | None = None,
 ) -> tuple[list[EpisodeRating], list[str]]:
+    """The dispatch point between the two evaluators: sotopia-style episodes go to the official
+    package's evaluator (judge/official.py), the rest to the project's judge prompt."""
+    official = [(rec, s) for rec, s in todo if official_rubric_version(rec, reasoning_max_chars)]
+    todo = [(rec, s) for rec, s in todo if not official_rubric_version(rec, reasoning_max_chars)]
+    ratings, failures = [], []
+    if official:
+        ratings, failures = rate_official(official, llm, agents=agents, temperature=temperature,
+                                          reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    if not todo:
+        return ratings, failures
     label = llm.spec.label
     version = rubric_version_for(reasoning_max_chars)
     requests = [
@@ -88,7 +106,6 @@ def _judge_with(
         for rec, s in todo
     ]
     responses = llm.generate(requests, progress=progress)
-    ratings, failures = [], []
     for (rec, s), resp in zip(todo, responses, strict=True):
         try:
             ratings.append(_to_rating(rec, resp, label, s, temperature, version))
@@ -108,11 +125,14 @@ def judge_episodes(
     store: RatingStore | None = None,
     progress: bool = True,
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
+    reformatter: LLM | None = None,
 ) -> list[EpisodeRating]:
     """SOTOPIA-EVAL ratings of every episode by every judge, `samples` each.
 
     `reasoning_max_chars` caps each dimension's reasoning (a small judge model on a CPU spends most
     of its time writing it); a non-default cap is part of the ratings' rubric version.
+    Sotopia-style episodes are rated by the official package's evaluator (see `rating_version`),
+    `reformatter` (default: the judge) rewriting its output when it does not parse.
 
     `agents` (SotopiaData.agents) is needed only for records that do not carry their profiles.
     With a `store`, ratings already there (same episode, judge label, rubric version, sample) are not
@@ -131,14 +151,14 @@ def judge_episodes(
         todo = []
         for rec in episodes:
             for s in range(samples):
-                key = RatingKey(rec.episode_id, label, rubric_version_for(reasoning_max_chars), s)
+                key = RatingKey(rec.episode_id, label, rating_version(rec, reasoning_max_chars), s)
                 if key in have:
                     out[key] = have[key]
                 else:
                     todo.append((rec, s))
         if not todo:
             continue
-        ratings, failures = _judge_with(llm, todo, agents, temperature, progress, reasoning_max_chars)
+        ratings, failures = _judge_with(llm, todo, agents, temperature, progress, reasoning_max_chars, reformatter)
         if store is not None:
             store.append(ratings)
         out.update((r.key, r) for r in ratings)
@@ -218,25 +238,26 @@ def judge_into_stores(
     temperature: float | None = None,
     progress: bool = True,
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
+    reformatter: LLM | None = None,
 ) -> list[list[EpisodeRating]]:
     """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
     than alone), each rating appended to its own file's store; returns every group's ratings."""
-    label, version = judge.spec.label, rubric_version_for(reasoning_max_chars)
+    label = judge.spec.label
     todo, owner = [], {}
     for gi, (episodes, store) in enumerate(groups):
         have = store.keys()
         for rec in episodes:
+            version = rating_version(rec, reasoning_max_chars)
             if any(RatingKey(rec.episode_id, label, version, s) not in have for s in range(samples)):
                 todo.append(rec)
                 owner[rec.episode_id] = gi
     if todo:
         new = judge_episodes(todo, judge, agents=agents, samples=samples, temperature=temperature,
-                             progress=progress, reasoning_max_chars=reasoning_max_chars)
+                             progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
         for gi, (_, store) in enumerate(groups):
             store.append(r for r in new if owner.get(r.episode_id) == gi)
     out = []
     for eps, store in groups:
-        ids = {e.episode_id for e in eps}
-        out.append([r for r in store.read() if r.judge == label and r.rubric_version == version
-                    and r.episode_id in ids])
+        wanted = {e.episode_id: rating_version(e, reasoning_max_chars) for e in eps}
+        out.append([r for r in store.read() if r.judge == label and wanted.get(r.episode_id) == r.rubric_version])
     return out

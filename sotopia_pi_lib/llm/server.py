@@ -4,6 +4,13 @@ The paper served its fine-tuned Mistral behind an OpenAI-compatible API, and SOT
 evaluator code talks to such an API; this server lets either drive any backend of this library.
 Concurrent HTTP requests are gathered for a few milliseconds into ONE generate() call, because a
 local model is much faster on one padded batch than on many single requests.
+
+One server can serve several models under their served names (`ServedModels`); a request picks one
+with its `model` field, as with vLLM's LoRA modules. A `Router` turns each HTTP request into a served
+name and a library request: the default one reads the `model` field; a client that cannot choose the
+names it sends (SOTOPIA's package only knows a closed list of OpenAI names) gets its own router (see
+`sotopia_pi_lib.official.routing`), which may also supply a seed, a session hint, a JSON schema and a
+record of every exchange.
 """
 
 from __future__ import annotations
@@ -11,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigError, SotopiaPiError
+from ..errors import BackendError, ConfigError, SotopiaPiError
 from .base import LLM
 from .json_output import check_schemas
 from .types import LLMRequest, LLMResponse, Message, SamplingParams
@@ -213,21 +224,103 @@ class MicroBatcher:
                 break
         return items
 
+class ServedModels:
+    """Served name -> model, with one micro-batcher per distinct model: two names over one LLM
+    object (say the partner and the judge, both the embedded model) share its batches."""
+
+    def __init__(self, models: Mapping[str, LLM], max_batch: int = 32, max_wait_s: float = 0.01) -> None:
+        if not models:
+            raise ConfigError("a server needs at least one served model")
+        self.models = dict(models)
+        by_object: dict[int, MicroBatcher] = {}
+        self.batchers = {
+            name: by_object.setdefault(id(llm), MicroBatcher(llm, max_batch=max_batch, max_wait_s=max_wait_s))
+            for name, llm in self.models.items()
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def distinct_batchers(self) -> list[MicroBatcher]:
+        return list({id(b): b for b in self.batchers.values()}.values())
+
+    def check(self, name: str) -> None:
+        if name not in self.models:
+            served = ", ".join(repr(n) for n in self.names)
+            raise WireError(
+                404,
+                f"model {name!r} does not exist; this server serves {served}",
+                param="model",
+                code="model_not_found",
+            )
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where one HTTP request goes: a served name, the library request, and the router's own note
+    about it (handed back to `Router.record` once the response is out)."""
+
+    name: str
+    request: LLMRequest
+    note: Any = None
+
+
+class Router(Protocol):
+    def route(self, body: ChatCompletionRequest, headers: Mapping[str, str], served: ServedModels) -> Routed:
+        """The served name and library request for one HTTP request (WireError if it has none)."""
+
+    def record(self, routed: Routed, response: LLMResponse) -> None:
+        """Called after every successful completion (bookkeeping; must not raise)."""
+
+
+class ByModelName:
+    """The standard route: the `model` field names the served model."""
+
+    def route(self, body: ChatCompletionRequest, headers: Mapping[str, str], served: ServedModels) -> Routed:
+        served.check(body.model)
+        return Routed(body.model, to_llm_request(body))
+
+    def record(self, routed: Routed, response: LLMResponse) -> None:
+        pass
+
+
+def served_models(llm: LLM | Mapping[str, LLM], model_name: str | None) -> dict[str, LLM]:
+    """`create_app`'s first argument as a name -> model mapping (one model needs `model_name`)."""
+    if isinstance(llm, Mapping):
+        if model_name is not None:
+            raise ConfigError("give served names as the mapping's keys, not also as model_name")
+        return dict(llm)
+    if model_name is None:
+        raise ConfigError("serving one model needs its model_name")
+    return {model_name: llm}
+
 
 def create_app(
-    llm: LLM, *, model_name: str, api_key: str | None = None, max_batch: int = 32, max_wait_ms: float = 10.0
+    llm: LLM | Mapping[str, LLM],
+    *,
+    model_name: str | None = None,
+    api_key: str | None = None,
+    max_batch: int = 32,
+    max_wait_ms: float = 10.0,
+    router: Router | None = None,
 ) -> FastAPI:
-    """The app; `api_key` (if given) is required as `Authorization: Bearer KEY` on /v1 routes."""
-    batcher = MicroBatcher(llm, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+    """The app over one model (`llm` and its `model_name`) or several (`{served name: llm}`).
+    `api_key` (if given) is required as `Authorization: Bearer KEY` on /v1 routes; `router` (default:
+    by the `model` field) decides which served model answers a request."""
+    served = ServedModels(served_models(llm, model_name), max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+    router = router or ByModelName()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        task = asyncio.create_task(batcher.run())
+        tasks = [asyncio.create_task(b.run()) for b in served.distinct_batchers()]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(title="sotopia-pi-lib OpenAI-compatible server", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.served = served
+    app.state.batcher = served.batchers[served.names[0]]  # the first model's (one-model servers: its only one)
 
     @app.middleware("http")
     async def require_key(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -257,27 +350,65 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        card = {"id": model_name, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"}
-        return {"object": "list", "data": [card]}
+        cards = [{"id": n, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"} for n in served.names]
+        return {"object": "list", "data": cards}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
-        if body.model != model_name:
-            raise WireError(
-                404,
-                f"model {body.model!r} does not exist; this server serves {model_name!r}",
-                param="model",
-                code="model_not_found",
-            )
-        request = to_llm_request(body)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any]:
+        routed = router.route(body, request.headers, served)
         try:
-            response = await batcher.submit(request)
+            response = await served.batchers[routed.name].submit(routed.request)
         except SotopiaPiError as exc:
             raise WireError(400, str(exc)) from None
         except Exception as exc:
             raise WireError(500, f"generation failed: {type(exc).__name__}", kind="server_error") from None
         if response.error is not None:  # failed for good (see LLM): 422, which clients do not retry
             raise WireError(422, f"generation failed: {response.error}", code="generation_failed")
-        return to_wire_response(response, model_name)
+        router.record(routed, response)
+        return to_wire_response(response, routed.name)
 
     return app
+
+
+class BackgroundServer:
+    """uvicorn serving `app` from a daemon thread, on a socket bound before start (port 0: any free
+    port, read back from `.port`), so there is no race for the port. The sotopia style
+    (official/session.py) and the tests serve models in-process this way."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5)
+        )
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise BackendError(f"the server on {self.base_url} did not start within {timeout_s:.0f} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

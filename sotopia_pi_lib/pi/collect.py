@@ -65,13 +65,15 @@ def collect(
 ) -> Collection:
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
 
-    Episodes are keyed by `source@<model hash>`, so changing the player starts a fresh set."""
+    Episodes are keyed by `source@<model hash>`, so changing the player starts a fresh set.
+    `reformatter` rewrites unparseable output in the sotopia style (sim.official)."""
     label = model_key(source, player)
     specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})
     store = EpisodeStore(episodes_path)
-    result = run_episodes(specs, {label: player}, sim, store, reformatter)
+    result = run_episodes(specs, {label: player}, sim, store, reformatter=reformatter)
     wanted = {s.setup.env_id for s in specs}
     episodes = [r for r in store.records() if r.env_id in wanted and label in r.models]
     ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
-                             store=RatingStore(ratings_path), reasoning_max_chars=reasoning_max_chars)
+                             store=RatingStore(ratings_path), reasoning_max_chars=reasoning_max_chars,
+                             reformatter=reformatter)
     return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)

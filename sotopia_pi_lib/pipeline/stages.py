@@ -74,13 +74,19 @@ def round_tasks(ctx: StageContext, round_: int) -> list[GeneratedTask]:
 
 
 # 02 -----------------------------------------------------------------------------------------------
+def reformatter(ctx: StageContext) -> LLM:
+    """The model that rewrites an agent's output holding no valid action (SOTOPIA asks gpt-3.5-turbo,
+    the paper's partner: `simulation.reformat_role`, partner by default). Built lazily: a run whose
+    outputs all parse never loads it."""
+    return ctx.model(ctx.cfg.simulation.reformat_role)
+
+
 def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> Collection:
     return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                    judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                    ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                   reformatter=ctx.model(ctx.cfg.simulation.reformat_role),
                    judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
-                   seed=ctx.cfg.run.seed)
+                   seed=ctx.cfg.run.seed, reformatter=reformatter(ctx))
 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
@@ -215,9 +221,9 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
                            ratings_path=ctx.paths.eval_ratings(name, task_set))
              for name in ev.models for task_set, n in sets.items()]
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
-                             reformatter=ctx.model(ctx.cfg.simulation.reformat_role),
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
-                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
+                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed,
+                             reformatter=reformatter(ctx))
     return runs
 
 

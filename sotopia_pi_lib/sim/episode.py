@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.profiles import AgentProfile, RelationshipType
+from ..llm.types import Message
 
 ActionType = Literal["none", "speak", "non-verbal communication", "action", "leave"]
 ACTION_TYPES: tuple[str, ...] = ("none", "speak", "non-verbal communication", "action", "leave")
@@ -32,9 +33,10 @@ class AgentAction(BaseModel):
 class Turn(BaseModel):
     """One agent's move.
 
-    The prompt is not stored: the versioned renderer rebuilds it exactly from the record (static
-    episode info + the turns before this one), which keeps episode files small and lets training
-    examples use exactly what the agent saw.
+    The project's prompts are not stored: the versioned renderer rebuilds them exactly from the record
+    (static episode info + the turns before this one), which keeps episode files small and lets
+    training examples use exactly what the agent saw. The sotopia style's prompts are rendered by the
+    official package, so its turns carry the messages the model received (`prompt`).
     """
 
     index: int = Field(ge=0, description="0-based turn number across both agents")
@@ -47,6 +49,12 @@ class Turn(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     cached: bool = False
+    prompt: tuple[Message, ...] | None = Field(
+        None, description="the exact messages the model received (the sotopia style; None: rebuilt by the renderer)"
+    )
+    reformatted: str | None = Field(
+        None, description="sotopia style: the reformatting model's output, when the agent's did not parse"
+    )
 
 
 class EpisodeRecord(BaseModel):

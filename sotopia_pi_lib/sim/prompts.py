@@ -187,9 +187,12 @@ def render_prompt(
 def render_turn_prompt(
     record: EpisodeRecord, turn_index: int, agents: dict[str, AgentProfile] | None = None
 ) -> tuple[Message, ...]:
-    """Rebuild exactly the prompt the agent saw at `turn_index` of a stored episode."""
+    """Rebuild exactly the prompt the agent saw at `turn_index` of a stored episode (a sotopia-style
+    turn carries the prompt the model received, which is returned as it is)."""
     if not 0 <= turn_index < len(record.turns):
         raise IndexError(f"episode {record.episode_id} has no turn {turn_index} ({len(record.turns)} turns)")
+    if record.turns[turn_index].prompt is not None:
+        return tuple(record.turns[turn_index].prompt)
     setup = setup_from_record(record, agents)
     visibility = Visibility(record.protocol.get("visibility", Visibility.official))
     agent = agent_to_move(turn_index)

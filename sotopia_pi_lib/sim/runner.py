@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
@@ -25,10 +25,11 @@ from ..errors import ConfigError
 from ..llm.base import LLM
 from ..llm.json_output import parse_structured
 from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
-from .episode import AgentAction, EpisodeRecord, Turn
+from .episode import AgentAction, EndReason, EpisodeRecord, Turn
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
 from .store import EpisodeFailure, EpisodeStore, RunSummary
+from .style import SotopiaStyle, style_version
 from .visibility import Visibility
 
 
@@ -50,6 +51,12 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    prompts: Literal["project", "sotopia"] = Field(
+        "project",
+        description="project: the project's versioned prompts and runner; sotopia: the official package's "
+        "agents, environment and evaluator, through the project's server",
+    )
+    sotopia: SotopiaStyle = SotopiaStyle()
     rules: RuleConfig = RuleConfig()
     visibility: Visibility = Field(Visibility.official, description="what agents see of the setup (sim.visibility)")
     prompt_version: str = DEFAULT_PROMPT_VERSION
@@ -84,7 +91,7 @@ def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
         "models": spec.models,
         "seed": spec.seed,
         "tags": dict(sorted(spec.tags.items())),
-        "prompt": config.prompt_version,
+        "prompt": style_version(config),
         "rules": config.rules.model_dump(mode="json"),
         "protocol": protocol(config),
         "sampling": config.sampling.model_dump(),
@@ -94,7 +101,11 @@ def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
 
 
 def protocol(config: RunConfig) -> dict[str, str]:
-    """The protocol options an episode is played under, recorded with it."""
+    """The protocol options an episode is played under, recorded with it. In the sotopia style the
+    package decides visibility and ending (the official behaviour by construction)."""
+    if config.prompts == "sotopia":
+        return {"visibility": "official", "ending": "official",
+                "decoding": "constrained" if config.sotopia.json_schema else "free", "unparseable": "reformat_then_none"}
     return {"visibility": str(config.visibility), "ending": str(config.rules.ending),
             "decoding": "constrained" if config.constrained else "free", "unparseable": "reformat_then_none"}
 
@@ -252,9 +263,15 @@ def _step(
 
 
 def _record(ep: _Live, reason: str, config: RunConfig) -> EpisodeRecord:
-    s = ep.spec.setup
+    return episode_record(ep.episode_id, ep.spec, ep.turns, reason, config, time.perf_counter() - ep.started)
+
+
+def episode_record(
+    episode_id: str, spec: EpisodeSpec, turns: list[Turn], reason: EndReason, config: RunConfig, duration_s: float
+) -> EpisodeRecord:
+    s = spec.setup
     return EpisodeRecord(
-        episode_id=ep.episode_id,
+        episode_id=episode_id,
         env_id=s.env_id,
         combo_id=s.combo_id,
         codename=s.codename,
@@ -262,15 +279,15 @@ def _record(ep: _Live, reason: str, config: RunConfig) -> EpisodeRecord:
         agent_ids=s.agent_ids,
         agent_names=s.agent_names,
         goals=s.goals,
-        models=ep.spec.models,
-        prompt_version=config.prompt_version,
-        seed=ep.spec.seed,
-        turns=ep.turns,
+        models=spec.models,
+        prompt_version=style_version(config),
+        seed=spec.seed,
+        turns=turns,
         end_reason=reason,
-        tags=ep.spec.tags,
-        duration_s=round(time.perf_counter() - ep.started, 3),
-        prompt_tokens=sum(t.prompt_tokens for t in ep.turns),
-        completion_tokens=sum(t.completion_tokens for t in ep.turns),
+        tags=spec.tags,
+        duration_s=round(duration_s, 3),
+        prompt_tokens=sum(t.prompt_tokens for t in turns),
+        completion_tokens=sum(t.completion_tokens for t in turns),
         agent_profiles=s.agents,
         relationship=s.relationship,
         protocol=protocol(config),
@@ -288,7 +305,8 @@ def _failure(ep: _Live, error: str) -> EpisodeFailure:
 def _todo(
     specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig
 ) -> list[tuple[str, EpisodeSpec]]:
-    get_style(config.prompt_version)
+    if config.prompts == "project":
+        get_style(config.prompt_version)
     unknown = sorted({m for s in specs for m in s.models} - set(models))
     if unknown:
         raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
@@ -315,30 +333,39 @@ class _Tally:
 
     def settle(self, ep: _Live, outcome: Turn | str) -> bool:
         """Book a turn (or the error that ends the episode); True while the episode goes on."""
-        going = False
         if isinstance(outcome, str):
-            failure = _failure(ep, outcome)
-            self.summary.add_failure(failure)
+            self.book(_failure(ep, outcome))
+            return False
+        ep.turns.append(outcome)
+        self.summary.add_turn(outcome)
+        reason = end_reason(ep.turns, self.config.rules)
+        if reason is not None:
+            self.book(_record(ep, reason, self.config), turns_booked=True)
+            return False
+        self._show()
+        return True
+
+    def book(self, done: EpisodeRecord | EpisodeFailure, turns_booked: bool = False) -> None:
+        """Book a finished episode (its turns too, unless they were booked one by one) or a failure."""
+        if isinstance(done, EpisodeFailure):
+            self.summary.add_failure(done)
             if self.store is not None:
-                self.store.append_failure(failure)
-            self.bar.update(1)
+                self.store.append_failure(done)
         else:
-            ep.turns.append(outcome)
-            self.summary.add_turn(outcome)
-            reason = end_reason(ep.turns, self.config.rules)
-            if reason is None:
-                going = True
-            else:
-                record = _record(ep, reason, self.config)
-                if self.store is not None:
-                    self.store.append(record)
-                self.records.append(record)
-                self.summary.add_episode(record)
-                self.bar.update(1)
+            if not turns_booked:
+                for turn in done.turns:
+                    self.summary.add_turn(turn)
+            if self.store is not None:
+                self.store.append(done)
+            self.records.append(done)
+            self.summary.add_episode(done)
+        self.bar.update(1)
+        self._show()
+
+    def _show(self) -> None:
         self.summary.duration_s = time.perf_counter() - self.t0
         s = self.summary
         self.bar.set_postfix(turns=s.turns, tok_s=f"{s.tokens_per_s:.0f}", failed=s.failed, refresh=False)
-        return going
 
 
 def _in_rounds(
@@ -413,6 +440,35 @@ def _chained(queue: deque[tuple[str, EpisodeSpec]], llm: LLM, tally: _Tally, ref
         parked.clear()
 
 
+def _play_project(
+    left: list[tuple[str, EpisodeSpec]], models: Mapping[str, LLM], tally: _Tally, reformatter: LLM | None
+) -> None:
+    self_play: dict[str, deque[tuple[str, EpisodeSpec]]] = {}
+    paired: deque[tuple[str, EpisodeSpec]] = deque()
+    for eid, spec in left:
+        if tally.config.chained and spec.models[0] == spec.models[1]:
+            self_play.setdefault(spec.models[0], deque()).append((eid, spec))
+        else:
+            paired.append((eid, spec))
+    for label, queue in self_play.items():
+        _chained(queue, models[label], tally, reformatter)
+    _in_rounds(paired, models, tally, reformatter)
+
+
+def _play_official(left: list[tuple[str, EpisodeSpec]], models: Mapping[str, LLM], tally: _Tally,
+                   reformatter: LLM | None) -> None:
+    """The sotopia style: the official package plays the whole batch (imported here: it starts a
+    server and a subprocess, which the project style never needs)."""
+    from .official import play_official
+
+    config = tally.config
+
+    def make_record(eid: str, spec: EpisodeSpec, turns: list[Turn], reason: EndReason, seconds: float) -> EpisodeRecord:
+        return episode_record(eid, spec, turns, reason, config, seconds)
+
+    play_official(left, models, config, make_record, tally.book, reformatter)
+
+
 def run_episodes(
     specs: Sequence[EpisodeSpec],
     models: Mapping[str, LLM],
@@ -422,26 +478,21 @@ def run_episodes(
 ) -> RunResult:
     """Play every spec not already in `store`, up to `max_live_episodes` at a time.
 
-    `reformatter` rewrites outputs that hold no valid action (None: the turn's own model). Episodes
-    whose two agents are one model run chained (config.chained, the default); pairings of two models
-    run in rounds."""
+    `reformatter` rewrites outputs that hold no valid action (None: the turn's own model).
+    Project style: episodes whose two agents are one model run chained (config.chained, the default);
+    pairings of two models run in rounds. Sotopia style (config.prompts): the official package plays
+    them all."""
     config = config or RunConfig()
     todo = _todo(specs, models, config)
     done = store.completed_ids() if store is not None else set()
     left = [(eid, s) for eid, s in todo if eid not in done]
     summary = RunSummary(requested=len(todo), skipped=len(todo) - len(left))
-    self_play: dict[str, deque[tuple[str, EpisodeSpec]]] = {}
-    paired: deque[tuple[str, EpisodeSpec]] = deque()
-    for eid, spec in left:
-        if config.chained and spec.models[0] == spec.models[1]:
-            self_play.setdefault(spec.models[0], deque()).append((eid, spec))
-        else:
-            paired.append((eid, spec))
     with tqdm(total=len(left), desc="episodes", unit="ep", disable=not config.progress) as bar:
         tally = _Tally(store, summary, config, bar)
-        for label, queue in self_play.items():
-            _chained(queue, models[label], tally, reformatter)
-        _in_rounds(paired, models, tally, reformatter)
+        if config.prompts == "sotopia":
+            _play_official(left, models, tally, reformatter)
+        else:
+            _play_project(left, models, tally, reformatter)
     summary.duration_s = time.perf_counter() - tally.t0
     if config.progress:
         tqdm.write(str(summary))
