@@ -16,16 +16,19 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from sotopia_pi_lib.analysis import results_training
-from sotopia_pi_lib.analysis.results import (
+from sotopia_pi_lib.analysis import load
+from sotopia_pi_lib.analysis.load import (
     EVAL_TASK_SETS,
     MODEL_ORDER,
     load_eval,
     load_eval_with_coverage,
+    load_losses,
+    load_mmlu_results,
+    load_run_info,
+    load_safety,
+    load_training_scores,
 )
-from sotopia_pi_lib.analysis.results_checks import load_mmlu_results, load_safety
 from sotopia_pi_lib.analysis.results_tables import build_tables
-from sotopia_pi_lib.analysis.results_training import load_losses, load_run_info, load_training_scores
 from sotopia_pi_lib.data.mmlu import SUBJECT_CATEGORY
 from sotopia_pi_lib.errors import ConfigError, DataError
 from sotopia_pi_lib.evaluate.compliance import ComplianceFlag
@@ -438,7 +441,7 @@ def test_second_judge_needs_a_choice_unless_the_run_names_one(tmp_path):
 
 
 def test_loss_file_names_match_the_trainer():
-    assert (results_training.LOSS_JSON, results_training.LOSS_CSV) == (
+    assert (load.LOSS_JSON, load.LOSS_CSV) == (
         train_record.LOSS_JSON,
         train_record.LOSS_CSV,
     )

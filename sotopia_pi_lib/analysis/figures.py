@@ -28,7 +28,7 @@ from .figures_style import (
     range_label,
     save,
 )
-from .results import METRICS, MODEL_ORDER
+from .load import METRICS, MODEL_ORDER
 from .results_tables import RunTables
 from .stats import CI_METHOD
 

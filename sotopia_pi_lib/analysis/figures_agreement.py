@@ -28,7 +28,7 @@ from .figures_style import (
     published_handle,
     save,
 )
-from .results import MODEL_ORDER
+from .load import MODEL_ORDER
 from .results_agreement import Agreement
 from .stats import CI_METHOD
 

@@ -24,7 +24,7 @@ from .figures_style import (
     range_label,
     save,
 )
-from .results import MODEL_ORDER
+from .load import MODEL_ORDER
 from .results_stats import PROPORTION_CI
 from .stats import CI_METHOD
 

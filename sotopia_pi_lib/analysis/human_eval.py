@@ -27,10 +27,9 @@ import pandas as pd
 
 from ..data.human_eval import ReleasedHumanEval, load_human_eval, release_files
 from ..errors import DataError
-from ..judge.ratings import EpisodeRating, RatingKey
+from ..judge.ratings import EpisodeRating
 from ..paths import shared_data_dir
 from ..store.files import atomic_write_text
-from ..store.jsonl import iter_jsonl
 from ..store.run import RunPaths
 from .agreement import DIMENSIONS, krippendorff_alpha, pearson_interval
 from .judge_vs_human import (
@@ -42,6 +41,7 @@ from .judge_vs_human import (
     judge_vs_human,
     released_gpt4_frame,
 )
+from .load import read_ratings
 from .reference import SOTOPIA_PI_REFERENCE, HardGoalBlock, SotopiaPiReference, load_reference
 from .stats import mean_ci
 
@@ -219,24 +219,13 @@ def _cached_release(stamps: tuple[tuple[str, int, int], ...], seed: int) -> tupl
     return ev, release_tables(ev, reference, seed=seed)
 
 
-def read_released_judgements(paths: RunPaths, rubric_version: str | None = None) -> list[EpisodeRating]:
-    """The study's judge ratings of released episodes in a run (05); only read, never repaired; with
-    `rubric_version`, other versions are ignored."""
-    out, seen = [], set[RatingKey]()
-    if paths.released_ratings.is_file():
-        for _, r in iter_jsonl(paths.released_ratings, EpisodeRating):
-            if r.key not in seen and rubric_version in (None, r.rubric_version):
-                seen.add(r.key)
-                out.append(r)
-    return out
-
-
 def load_run_human_eval(paths: RunPaths, *, rubric_version: str | None = None, seed: int = 0) -> HumanEvalTables:
-    """The released human evaluation for a run: the release's tables and the run's judge against them."""
+    """The released human evaluation for a run: the release's tables and the run's judge against them
+    (its ratings of released episodes from 05; with `rubric_version`, other versions are ignored)."""
     files = release_files()  # verified (and if needed fetched) before they key the cache
     stamps = tuple(_stamp(p) for p in (*files.values(), shared_data_dir() / SOTOPIA_PI_REFERENCE))
     ev, base = _cached_release(stamps, seed)
-    return with_judges(base, ev, read_released_judgements(paths, rubric_version), seed=seed)
+    return with_judges(base, ev, read_ratings(paths.released_ratings, rubric_version), seed=seed)
 
 
 def write_human_eval_csvs(tables: HumanEvalTables, out_dir: Path) -> list[Path]:

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import DataError
-from .results import METRICS, MODEL_ORDER
+from .load import METRICS, MODEL_ORDER
 from .stats import grouped_mean_ci, mean_ci, paired_compare
 
 STAT_COLUMNS = ["metric", "mean", "ci_low", "ci_high", "n"]

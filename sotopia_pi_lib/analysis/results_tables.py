@@ -19,10 +19,19 @@ import pandas as pd
 from ..errors import DataError
 from ..store.run import RunPaths
 from .human_eval import HumanEvalTables, load_run_human_eval
+from .load import (
+    MODEL_ORDER,
+    MissingRatings,
+    RunInfo,
+    load_eval_with_coverage,
+    load_losses,
+    load_mmlu_results,
+    load_run_info,
+    load_safety,
+    load_training_scores,
+)
 from .reference import load_leaderboard, load_reference
-from .results import MODEL_ORDER, MissingRatings, load_eval_with_coverage
 from .results_agreement import Agreement, agreement_tables, load_human_ratings
-from .results_checks import load_mmlu_results, load_safety
 from .results_stats import (
     episode_scores,
     mmlu_stats,
@@ -32,7 +41,6 @@ from .results_stats import (
     select_judge,
     training_stats,
 )
-from .results_training import RunInfo, load_losses, load_run_info, load_training_scores
 
 PAPER_LABEL = "published: SOTOPIA-pi paper (Mistral-7B-based models, GPT-4 judge, GPT-3.5 partner)"
 LEADERBOARD_LABEL = "published: SOTOPIA leaderboard (GPT-4 vs GPT-3.5 partner, GPT-4 judge)"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..store.files import atomic_write_text
 from .figures_style import TASK_SET_LABELS, model_label
-from .results import EVAL_TASK_SETS
+from .load import EVAL_TASK_SETS
 from .results_stats import PROPORTION_CI
 from .results_tables import RunTables
 from .stats import CI_METHOD, P_METHOD

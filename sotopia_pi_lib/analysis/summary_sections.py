@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .figures_style import METRIC_LABELS, model_label
-from .results import METRICS
+from .load import METRICS
 from .results_tables import RunTables
 
 
