@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 from matplotlib.text import Text
-from test_analysis_results import build_synthetic_run
+from test_analysis_load import build_synthetic_run
 
 from sotopia_pi_lib.analysis import figures, figures_agreement, figures_extra, figures_human_eval
 from sotopia_pi_lib.analysis.figures import draw_all
-from sotopia_pi_lib.analysis.results_tables import LEADERBOARD_LABEL, build_tables
+from sotopia_pi_lib.analysis.reference import LEADERBOARD_LABEL
+from sotopia_pi_lib.analysis.tables import build_tables
 
 FIGURES = {
     "goal_overall",

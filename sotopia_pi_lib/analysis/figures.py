@@ -3,7 +3,7 @@
 Every function takes the tables it draws and an output folder, writes `<name>.png` (150 dpi) and
 `<name>.pdf`, and returns their paths. A model or table without data is drawn as a labelled gap;
 published numbers are hollow diamonds with their source in the legend. `draw_all(tables, out_dir)`
-draws every figure of a `RunTables` (see `results_tables.build_tables`).
+draws every figure of a `RunTables` (see `tables.build_tables`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from .figures_style import (
     save,
 )
 from .load import METRICS, MODEL_ORDER
-from .results_tables import RunTables
 from .stats import CI_METHOD
+from .tables import RunTables
 
 MAIN_TASK_SETS = ("sotopia_all", "sotopia_hard")
 Gaps = Callable[[str, str], str]

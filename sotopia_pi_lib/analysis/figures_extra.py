@@ -25,8 +25,7 @@ from .figures_style import (
     save,
 )
 from .load import MODEL_ORDER
-from .results_stats import PROPORTION_CI
-from .stats import CI_METHOD
+from .stats import CI_METHOD, PROPORTION_CI
 
 SAFETY_PANELS = (
     ("goal", "goal"),

@@ -16,9 +16,7 @@ import pandas as pd
 from ..store.files import atomic_write_text
 from .figures_style import TASK_SET_LABELS, model_label
 from .load import EVAL_TASK_SETS
-from .results_stats import PROPORTION_CI
-from .results_tables import RunTables
-from .stats import CI_METHOD, P_METHOD
+from .stats import CI_METHOD, P_METHOD, PROPORTION_CI
 from .summary_human_eval import human_eval_section
 from .summary_sections import (
     agreement_section,
@@ -31,6 +29,7 @@ from .summary_sections import (
     stat_row,
     training_section,
 )
+from .tables import RunTables
 
 
 def _caveat(t: RunTables) -> list[str]:

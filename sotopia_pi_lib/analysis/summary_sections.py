@@ -10,7 +10,7 @@ import pandas as pd
 
 from .figures_style import METRIC_LABELS, model_label
 from .load import METRICS
-from .results_tables import RunTables
+from .tables import RunTables
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
