@@ -14,7 +14,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from .agreement import DIMENSIONS
+from .agreement import DIMENSIONS, Agreement
 from .figures_style import (
     METRIC_LABELS,
     PUBLISHED_MARKER,
@@ -29,7 +29,6 @@ from .figures_style import (
     save,
 )
 from .load import MODEL_ORDER
-from .results_agreement import Agreement
 from .stats import CI_METHOD
 
 

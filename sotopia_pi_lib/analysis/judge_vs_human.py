@@ -18,16 +18,21 @@ from ..data.human_eval import ReleasedHumanEval
 from ..data.sources import HUMAN_EVAL_CSVS
 from ..errors import DataError
 from ..judge.ratings import EpisodeRating
-from .agreement import DIMENSIONS, Raters, goal_gap, item_means, judge_reference_correlation
+from .agreement import (
+    DIMENSIONS,
+    SPEARMAN_RESAMPLES,
+    Raters,
+    goal_gap,
+    item_means,
+    judge_rating_table,
+    judge_reference_correlation,
+)
 
 RELEASED_MODELS: tuple[str, ...] = tuple(HUMAN_EVAL_CSVS)  # mistral-7b, sr, bc, bc+sr, gpt-4, gpt-3.5
 JUDGE_CSV_COLUMNS = ["judge", "dimension", "n", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman",
                      "mean_judge", "mean_human"]
 RELEASED_GPT4 = "gpt-4 (released SOTOPIA scores)"
 ANNOTATORS = Raters(kind="human", label="SOTOPIA-pi annotators")
-# Resamples of the Spearman intervals (each resample re-ranks every item): 2,000 keep the bounds
-# stable to ~0.01 and the released-data analysis within its time budget.
-SPEARMAN_RESAMPLES = 2_000
 
 
 def released_gpt4_frame(ev: ReleasedHumanEval) -> pd.DataFrame:
@@ -53,11 +58,9 @@ def judge_frame(ratings: Sequence[EpisodeRating], ev: ReleasedHumanEval) -> dict
         if len(versions) > 1:
             raise DataError(f"judge {judge} rated the released episodes under rubric versions {versions}; "
                             "their scores are not comparable: delete the older ratings or re-judge")
-        out[judge] = pd.DataFrame([
-            {"rater": f"{judge}#{r.sample_index}", "episode_id": r.episode_id, "agent": agent,
-             "dimension": dim, "score": float(s), "model": ev.model_of(r.episode_id),
-             "tested": agent in ev.episodes[r.episode_id].tested_positions}
-            for r in mine for agent, side in enumerate(r.agents) for dim, s in side.scores.items()])
+        table = judge_rating_table(mine, lambda episode_id, _: ev.model_of(episode_id))
+        out[judge] = table.assign(tested=[a in ev.episodes[e].tested_positions
+                                          for e, a in zip(table["episode_id"], table["agent"], strict=True)])
     return out
 
 

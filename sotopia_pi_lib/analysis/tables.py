@@ -17,6 +17,8 @@ import pandas as pd
 
 from ..errors import DataError
 from ..store.run import RunPaths
+from .agreement import Agreement, agreement_tables
+from .annotation import load_human_ratings
 from .human_eval import HumanEvalTables, load_run_human_eval
 from .load import (
     METRICS,
@@ -31,7 +33,6 @@ from .load import (
     load_training_scores,
 )
 from .reference import published_points
-from .results_agreement import Agreement, agreement_tables, load_human_ratings
 from .stats import grouped_mean_ci, mean_ci, paired_compare, proportion
 
 STAT_COLUMNS = ["metric", "mean", "ci_low", "ci_high", "n"]
