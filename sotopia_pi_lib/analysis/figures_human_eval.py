@@ -27,8 +27,7 @@ from .figures_style import (
     published_handle,
     save,
 )
-from .human_eval import HumanEvalTables
-from .judge_vs_human import RELEASED_GPT4, RELEASED_MODELS
+from .human_eval import RELEASED_GPT4, RELEASED_MODELS, HumanEvalTables
 
 RELEASED_LABELS = {"mistral-7b": "base\n(Mistral-7B)", "sr": "SR", "bc": "BC", "bc+sr": "BC+SR", "gpt-4": "GPT-4",
                    "gpt-3.5": "GPT-3.5\n(self-play)"}

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .figures_style import METRIC_LABELS
-from .human_eval import HumanEvalTables
-from .judge_vs_human import RELEASED_MODELS
+from .human_eval import RELEASED_MODELS, HumanEvalTables
 from .summary_sections import fmt_ci, md_table
 
 LABELS = {"mistral-7b": "base (Mistral-7B)", "sr": "SR", "bc": "BC", "bc+sr": "BC+SR", "gpt-4": "GPT-4",
