@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..store.files import atomic_write_text
-from .figures_style import TASK_SET_LABELS, model_label
+from .figures.style import TASK_SET_LABELS, model_label
 from .load import EVAL_TASK_SETS
 from .stats import CI_METHOD, P_METHOD, PROPORTION_CI
 from .summary_human_eval import human_eval_section

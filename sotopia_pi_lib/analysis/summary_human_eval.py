@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .figures_style import METRIC_LABELS
+from .figures.style import METRIC_LABELS
 from .human_eval import RELEASED_MODELS, HumanEvalTables
 from .summary_sections import fmt_ci, md_table
 

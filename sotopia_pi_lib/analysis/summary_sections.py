@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .figures_style import METRIC_LABELS, model_label
+from .figures.style import METRIC_LABELS, model_label
 from .load import METRICS
 from .tables import RunTables
 
