@@ -15,6 +15,7 @@ from matplotlib.ticker import PercentFormatter
 from ..load import MODEL_ORDER
 from ..stats import CI_METHOD, PROPORTION_CI
 from .style import (
+    CATEGORY_ORDER,
     NO_DATA_COLOR,
     bar_panel,
     caption,
@@ -33,7 +34,6 @@ SAFETY_PANELS = (
     ("secret", "secret"),
     ("compliance", "went along with the harmful part"),
 )
-CATEGORY_ORDER = ("STEM", "humanities", "social sciences", "other", "all")
 
 
 @styled

@@ -45,6 +45,8 @@ MODEL_LABELS = {"base": "base", "sr": "SR", "bc": "BC", "bc_sr": "BC+SR", "exper
 RELEASED_LABELS = {"mistral-7b": "base\n(Mistral-7B)", "sr": "SR", "bc": "BC", "bc+sr": "BC+SR", "gpt-4": "GPT-4",
                    "gpt-3.5": "GPT-3.5\n(self-play)"}
 RELEASED_COLORS = {**{m: MODEL_COLORS[s] for m, s in PAPER_TO_STUDY.items()}, "gpt-3.5": PALETTE[4]}
+# MMLU's four categories as the figures and tables list them, then all questions.
+CATEGORY_ORDER = ("STEM", "humanities", "social sciences", "other", "all")
 TASK_SET_LABELS = {"sotopia_all": "SOTOPIA (all)", "sotopia_hard": "SOTOPIA-hard", "safety": "safety set"}
 RANGES: dict[str, tuple[float, float]] = dict(DIMENSION_RANGES)
 # Overall is the mean of the seven, so its range is the mean of their bounds.
