@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,7 +27,9 @@ from ..data.fetch import verified_path
 from ..errors import DataError
 from ..paths import shared_data_dir
 from .agreement import DIMENSION_RANGES
-from .load import RunInfo
+
+if TYPE_CHECKING:  # only a type here; importing load would pull in the run readers
+    from .load import RunInfo
 
 LEADERBOARD = "reference/sotopia_leaderboard_vs_gpt35.jsonl"
 SOTOPIA_PI_REFERENCE = "reference/sotopia_pi_reference.json"
