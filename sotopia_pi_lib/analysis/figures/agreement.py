@@ -20,6 +20,7 @@ from .style import (
     METRIC_LABELS,
     PUBLISHED_MARKER,
     caption,
+    ci_errors,
     model_color,
     model_label,
     new_figure,
@@ -117,6 +118,31 @@ def agreement_figure(agreement: Agreement, *, notes: Sequence[str] = ()) -> Figu
     return fig
 
 
+def _gap_bars(ax, gap: pd.DataFrame, models: list[str]) -> list[float]:
+    """One bar with its 95% CI per model, "no data" where a model has no gap; returns the drawn values."""
+    values = []
+    for x, model in enumerate(models):
+        if model not in gap.index:
+            no_data(ax, "no data", x, 0, data=True, rotation=90)
+            continue
+        row = gap.loc[[model]]
+        value = row["gap"].iloc[0]
+        ax.bar(x, value, width=0.6, color=model_color(model, models))
+        ax.errorbar(x, value, yerr=ci_errors(row, "gap"), fmt="none", ecolor="#222222", capsize=3)
+        values += [value, row["ci_low"].iloc[0], row["ci_high"].iloc[0]]
+    return values
+
+
+def _published_gaps(ax, published_gap: pd.DataFrame | None, models: list[str]) -> tuple[list[float], set[str]]:
+    """The published gaps of the study's models as hollow diamonds; returns their values and labels."""
+    if published_gap is None:
+        return [], set()
+    part = published_gap[published_gap["model"].isin(models)]
+    for _, p in part.iterrows():
+        ax.plot(models.index(p["model"]), p["gap"], zorder=4, **PUBLISHED_MARKER)
+    return list(part["gap"]), set(part["label"])
+
+
 @styled
 def goal_gap_figure(
     agreement: Agreement,
@@ -129,30 +155,10 @@ def goal_gap_figure(
     models = list(models)
     fig = new_figure(8, 4.4)
     ax = fig.add_subplot()
-    gap = (
-        agreement.gap.set_index("model")
-        if agreement.available and not agreement.gap.empty
-        else pd.DataFrame()
-    )
-    values = []
-    for x, model in enumerate(models):
-        if model not in gap.index:
-            no_data(ax, "no data", x, 0, data=True, rotation=90)
-            continue
-        row = gap.loc[model]
-        err = [
-            [max(row["gap"] - row["ci_low"], 0) if pd.notna(row["ci_low"]) else 0],
-            [max(row["ci_high"] - row["gap"], 0) if pd.notna(row["ci_high"]) else 0],
-        ]
-        ax.bar(x, row["gap"], width=0.6, color=model_color(model, models))
-        ax.errorbar(x, row["gap"], yerr=err, fmt="none", ecolor="#222222", capsize=3)
-        values += [row["gap"], row["ci_low"], row["ci_high"]]
-    labels = set()
-    if published_gap is not None:
-        for _, p in published_gap[published_gap["model"].isin(models)].iterrows():
-            ax.plot(models.index(p["model"]), p["gap"], zorder=4, **PUBLISHED_MARKER)
-            values.append(p["gap"])
-            labels.add(p["label"])
+    gap = agreement.gap.set_index("model") if agreement.available and not agreement.gap.empty else pd.DataFrame()
+    values = _gap_bars(ax, gap, models)
+    published, labels = _published_gaps(ax, published_gap, models)
+    values += published
     ns = {m: int(gap.loc[m, "n"]) for m in models if m in gap.index}
     ax.set_xticks(
         range(len(models)), [f"{model_label(m)}\n" + (f"n={ns[m]}" if m in ns else "—") for m in models]

@@ -23,6 +23,7 @@ from .style import (
     RELEASED_COLORS,
     RELEASED_LABELS,
     caption,
+    ci_errors,
     new_figure,
     no_data,
     published_handle,
@@ -147,12 +148,10 @@ def _gap_panel(ax, gap: pd.DataFrame, judges: list[str], published: pd.Series) -
         for x, model in zip(xs, RELEASED_MODELS, strict=True):
             if model not in part.index:
                 continue
-            row = part.loc[model]
+            row = part.loc[[model]]
             xx = x - 0.4 + width * (k + 0.5)
-            err = [[max(row["gap"] - row["ci_low"], 0) if pd.notna(row["ci_low"]) else 0],
-                   [max(row["ci_high"] - row["gap"], 0) if pd.notna(row["ci_high"]) else 0]]
-            ax.bar(xx, row["gap"], width=width * 0.9, color=_judge_color(judge, judges))
-            ax.errorbar(xx, row["gap"], yerr=err, fmt="none", ecolor="#222222", capsize=2)
+            ax.bar(xx, row["gap"].iloc[0], width=width * 0.9, color=_judge_color(judge, judges))
+            ax.errorbar(xx, row["gap"].iloc[0], yerr=ci_errors(row, "gap"), fmt="none", ecolor="#222222", capsize=2)
     for x, model in zip(xs, RELEASED_MODELS, strict=True):
         if model in published.index:
             ax.plot(x, published[model], zorder=4, **PUBLISHED_MARKER)

@@ -85,6 +85,22 @@ def safety_figure(
     return fig
 
 
+def _mmlu_bars(ax, stats: pd.DataFrame, model: str, models: list[str], cats: list[str], i: int):
+    """One model's accuracy per category (Wilson 95% CI), "no data" in its slots when it has none;
+    returns its legend handle."""
+    width = 0.8 / len(models)
+    part = stats[stats["model"] == model].set_index("category").reindex(cats)
+    xs = np.arange(len(cats)) - 0.4 + width * (i + 0.5)
+    if part["accuracy"].isna().all():
+        for x in xs:
+            no_data(ax, "no data", x, 0.02, data=True, rotation=90, va="bottom")
+        return Patch(facecolor="white", edgecolor=NO_DATA_COLOR, label=f"{model_label(model)}: no data")
+    n_all = int(part.loc["all", "n"]) if "all" in part.index else int(part["n"].sum())
+    errs = np.vstack([(part["accuracy"] - part["ci_low"]).fillna(0), (part["ci_high"] - part["accuracy"]).fillna(0)])
+    return ax.bar(xs, part["accuracy"], width=width * 0.95, color=model_color(model, models), yerr=errs, capsize=2,
+                  error_kw={"elinewidth": 0.8, "ecolor": "#222222"}, label=f"{model_label(model)} (n={n_all})")
+
+
 @styled
 def mmlu_figure(
     stats: pd.DataFrame,
@@ -102,38 +118,9 @@ def mmlu_figure(
             "no data: no MMLU results in this run (05_evaluate/mmlu__<model>.jsonl)",
         )
     cats = [c for c in CATEGORY_ORDER if c in set(stats["category"])]
-    width = 0.8 / len(models)
     fig = new_figure(max(7.5, 0.35 * len(cats) * len(models)), 4.6)
     ax = fig.add_subplot()
-    handles: list = []
-    for i, model in enumerate(models):
-        part = stats[stats["model"] == model].set_index("category").reindex(cats)
-        xs = np.arange(len(cats)) - 0.4 + width * (i + 0.5)
-        if part["accuracy"].isna().all():
-            for x in xs:
-                no_data(ax, "no data", x, 0.02, data=True, rotation=90, va="bottom")
-            handles.append(
-                Patch(facecolor="white", edgecolor=NO_DATA_COLOR, label=f"{model_label(model)}: no data")
-            )
-            continue
-        n_all = int(part.loc["all", "n"]) if "all" in part.index else int(part["n"].sum())
-        errs = np.vstack(
-            [
-                (part["accuracy"] - part["ci_low"]).fillna(0),
-                (part["ci_high"] - part["accuracy"]).fillna(0),
-            ]
-        )
-        bars = ax.bar(
-            xs,
-            part["accuracy"],
-            width=width * 0.95,
-            color=model_color(model, models),
-            yerr=errs,
-            capsize=2,
-            error_kw={"elinewidth": 0.8, "ecolor": "#222222"},
-            label=f"{model_label(model)} (n={n_all})",
-        )
-        handles.append(bars)
+    handles = [_mmlu_bars(ax, stats, model, models, cats, i) for i, model in enumerate(models)]
     chance = ax.axhline(0.25, color="black", linestyle="--", linewidth=1, label="chance (25%)")
     handles.append(chance)
     ax.set_xticks(range(len(cats)), [c if c != "all" else "all questions" for c in cats])

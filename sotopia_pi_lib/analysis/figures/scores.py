@@ -125,16 +125,8 @@ def dimensions_figure(
             part = stats[(stats["task_set"] == task_set) & (stats["metric"] == metric)]
             values, lbls = _published(published, task_set, metric)
             labels |= lbls
-            bar_panel(
-                ax,
-                part,
-                models,
-                metric,
-                gaps=_gaps(gap_reason, models, task_set),
-                published=values,
-                show_n=False,
-                value_labels=False,
-            )
+            bar_panel(ax, part, models, metric, gaps=_gaps(gap_reason, models, task_set), published=values,
+                      show_n=False, value_labels=False)
             ax.tick_params(axis="x", labelrotation=90)
             ax.set_title(range_label(metric) if r == 0 else "", fontsize=8)
             if c == 0:

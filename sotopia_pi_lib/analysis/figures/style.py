@@ -202,11 +202,20 @@ def published_handle(label: str) -> Line2D:
     return Line2D([], [], label=label, **PUBLISHED_MARKER)
 
 
-def ci_errors(stats: pd.DataFrame) -> np.ndarray:
-    """Asymmetric error-bar lengths; 0 where the interval is undefined (n = 1)."""
-    low = (stats["mean"] - stats["ci_low"]).fillna(0).clip(lower=0)
-    high = (stats["ci_high"] - stats["mean"]).fillna(0).clip(lower=0)
+def ci_errors(stats: pd.DataFrame, value: str = "mean") -> np.ndarray:
+    """Asymmetric error-bar lengths around `value`; 0 where the interval is undefined (n = 1)."""
+    low = (stats[value] - stats["ci_low"]).fillna(0).clip(lower=0)
+    high = (stats["ci_high"] - stats[value]).fillna(0).clip(lower=0)
     return np.vstack([low.to_numpy(float), high.to_numpy(float)])
+
+
+def _value_label(ax: Axes, x: float, row: pd.DataFrame, offset: float, fmt: str) -> None:
+    """The mean written just beyond its error bar: above a positive bar, below a negative one."""
+    mean = float(row["mean"].iloc[0])
+    up = mean >= 0
+    top = float(row["ci_high" if up else "ci_low"].fillna(row["mean"]).iloc[0])
+    ax.text(x, top + (offset if up else -offset), fmt.format(mean), ha="center", va="bottom" if up else "top",
+            fontsize=7)
 
 
 def bar_panel(
@@ -234,33 +243,16 @@ def bar_panel(
     for x, model in enumerate(models):
         if model not in stats.index:
             reason = (gaps or {}).get(model) or ""
-            no_data(
-                ax,
-                "no data" + (f"\n({reason})" if reason else ""),
-                x,
-                lo + 0.04 * (hi - lo),
-                data=True,
-                rotation=90,
-                va="bottom",
-            )
+            no_data(ax, "no data" + (f"\n({reason})" if reason else ""), x, lo + 0.04 * (hi - lo), data=True,
+                    rotation=90, va="bottom")
             ticks.append(f"{model_label(model)}\n—" if show_n else model_label(model))
             continue
         row = stats.loc[[model]]
         mean = float(row["mean"].iloc[0])
         ax.bar(x, mean, width=0.7, color=model_color(model, models), edgecolor="white", zorder=2)
-        ax.errorbar(
-            x, mean, yerr=ci_errors(row), fmt="none", ecolor="#222222", elinewidth=1, capsize=3, zorder=3
-        )
+        ax.errorbar(x, mean, yerr=ci_errors(row), fmt="none", ecolor="#222222", elinewidth=1, capsize=3, zorder=3)
         if value_labels:
-            top = (
-                float(row["ci_high"].fillna(row["mean"]).iloc[0])
-                if mean >= 0
-                else float(row["ci_low"].fillna(row["mean"]).iloc[0])
-            )
-            off = (hi - lo) * 0.02 * (1 if mean >= 0 else -1)
-            ax.text(
-                x, top + off, fmt.format(mean), ha="center", va="bottom" if mean >= 0 else "top", fontsize=7
-            )
+            _value_label(ax, x, row, (hi - lo) * 0.02, fmt)
         n = int(row["n"].iloc[0])
         ticks.append(f"{model_label(model)}\nn={n}" if show_n else model_label(model))
     for model, value in (published or {}).items():
