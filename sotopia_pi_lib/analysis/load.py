@@ -163,7 +163,7 @@ def _read_episodes(path: Path, model: str, task_set: str) -> list[tuple[EpisodeR
     return out
 
 
-def _rows(episodes: list[tuple[EpisodeRecord, int]], ratings: dict[str, list[EpisodeRating]], model: str,
+def _score_rows(episodes: list[tuple[EpisodeRecord, int]], ratings: dict[str, list[EpisodeRating]], model: str,
           task_set: str) -> list[tuple]:
     rows = []
     for rec, pos in episodes:
@@ -216,7 +216,7 @@ def _load_cell(paths: RunPaths, model: str, task_set: str, missing: MissingRatin
     if unrated:
         return [], cov | {"status": _unrated_status(unrated, len(episodes), ep_path, rt_path, missing,
                                                     rubric_version)}
-    return _rows(episodes, ratings, model, task_set), cov
+    return _score_rows(episodes, ratings, model, task_set), cov
 
 
 def _one_rubric(df: pd.DataFrame) -> pd.DataFrame:
