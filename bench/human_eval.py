@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sotopia_pi_lib.analysis.figures_human_eval import draw_human_eval
+from sotopia_pi_lib.analysis.figures.human_eval import draw_human_eval
 from sotopia_pi_lib.analysis.human_eval import release_tables, write_human_eval_csvs
 from sotopia_pi_lib.analysis.reference import load_reference
-from sotopia_pi_lib.analysis.summary_human_eval import human_eval_section
+from sotopia_pi_lib.analysis.report import human_eval_section
 from sotopia_pi_lib.data.human_eval import load_human_eval
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import pytest
 from matplotlib.text import Text
-from test_analysis_results import build_synthetic_run
+from test_analysis_load import build_synthetic_run
 
-from sotopia_pi_lib.analysis import figures, figures_agreement, figures_extra, figures_human_eval
-from sotopia_pi_lib.analysis.figures import draw_all
-from sotopia_pi_lib.analysis.results_tables import LEADERBOARD_LABEL, build_tables
+from sotopia_pi_lib.analysis.figures import draw_all, style
+from sotopia_pi_lib.analysis.figures.agreement import agreement_figure
+from sotopia_pi_lib.analysis.figures.safety_mmlu import mmlu_figure
+from sotopia_pi_lib.analysis.figures.scores import goal_overall_figure
+from sotopia_pi_lib.analysis.figures.training import training_loss_figure
+from sotopia_pi_lib.analysis.reference import LEADERBOARD_LABEL
+from sotopia_pi_lib.analysis.tables import build_tables
 
 FIGURES = {
     "goal_overall",
@@ -28,16 +32,16 @@ FIGURES = {
 
 
 def spy_on_save(mp: pytest.MonkeyPatch) -> dict:
-    """Record the Figure objects the plot functions save, so their content can be checked."""
+    """Record the Figure objects written through `style.save`, the one function that writes figures,
+    so their content can be checked."""
     figs: dict = {}
-    for module in (figures, figures_extra, figures_agreement, figures_human_eval):
-        original = module.save
+    original = style.save
 
-        def spy(fig, out_dir, name, _original=original):
-            figs[name] = fig
-            return _original(fig, out_dir, name)
+    def spy(fig, out_dir, name):
+        figs[name] = fig
+        return original(fig, out_dir, name)
 
-        mp.setattr(module, "save", spy)
+    mp.setattr(style, "save", spy)
     return figs
 
 
@@ -117,12 +121,14 @@ def test_missing_everything_is_a_labelled_figure(tmp_path, captured):
     tables = build_tables(s.paths, ("base", "sr"))
     out = tmp_path / "figures"
     paths = [
-        figures.plot_goal_overall(
-            tables.score_stats, out, models=tables.models, gap_reason=tables.gap_reason
+        style.save(
+            goal_overall_figure(tables.score_stats, models=tables.models, gap_reason=tables.gap_reason),
+            out,
+            "goal_overall",
         ),
-        figures_extra.plot_mmlu(tables.mmlu_stats, out),
-        figures_extra.plot_losses(tables.losses, out),
-        figures_agreement.plot_agreement(tables.agreement, out),
+        style.save(mmlu_figure(tables.mmlu_stats), out, "mmlu"),
+        style.save(training_loss_figure(tables.losses), out, "training_loss"),
+        style.save(agreement_figure(tables.agreement), out, "agreement"),
     ]
     for pair in paths:
         check_files(pair)
@@ -133,7 +139,7 @@ def test_missing_everything_is_a_labelled_figure(tmp_path, captured):
     assert "base\nn=2" in goal and "SR\n—" in goal and "no data\n(no episode file)" in goal
 
 
-def test_gpt4_expert_gets_the_leaderboard_markers(tmp_path, captured):
+def test_gpt4_expert_gets_the_leaderboard_markers(tmp_path):
     s = build_synthetic_run(
         tmp_path / "run",
         models=("base", "expert"),
@@ -144,10 +150,10 @@ def test_gpt4_expert_gets_the_leaderboard_markers(tmp_path, captured):
     )
     tables = build_tables(s.paths, ("base", "expert"), judge="hf:embedded")
     assert set(tables.published[tables.published["task_set"] == "sotopia_all"]["model"]) == {"expert"}
-    figures.plot_goal_overall(tables.score_stats, tmp_path, models=tables.models, published=tables.published)
-    text = texts(captured["goal_overall"])
+    fig = goal_overall_figure(tables.score_stats, models=tables.models, published=tables.published)
+    text = texts(fig)
     assert LEADERBOARD_LABEL.split("(")[0].strip() in text.replace("\n", " ")
-    markers = [line for ax in captured["goal_overall"].axes for line in ax.lines if line.get_marker() == "D"]
+    markers = [line for ax in fig.axes for line in ax.lines if line.get_marker() == "D"]
     # expert on all: goal and overall (leaderboard); on hard: goal of base and expert (paper)
     assert len(markers) == 4
 

@@ -12,17 +12,15 @@ from scipy import stats as sps
 from sotopia_pi_lib.analysis.agreement import interval_alpha
 from sotopia_pi_lib.analysis.human_eval import (
     HUMAN_CSV_COLUMNS,
-    METRICS,
-    human_eval_tables,
-    released_rating_table,
-    write_human_eval_csvs,
-)
-from sotopia_pi_lib.analysis.judge_vs_human import (
     JUDGE_CSV_COLUMNS,
+    METRICS,
     RELEASED_GPT4,
+    human_eval_tables,
     judge_frame,
     judge_goal_gap,
     judge_vs_human,
+    released_rating_table,
+    write_human_eval_csvs,
 )
 from sotopia_pi_lib.analysis.reference import load_reference
 from sotopia_pi_lib.data.human_eval import load_human_eval

@@ -8,7 +8,7 @@ import pytest
 
 from sotopia_pi_lib.analysis.agreement import DIMENSION_RANGES
 from sotopia_pi_lib.analysis.reference import (
-    PAPER_MODELS,
+    PAPER_TO_STUDY,
     SOTOPIA_PI_REFERENCE,
     load_leaderboard,
     load_reference,
@@ -26,7 +26,7 @@ def test_reference_gap_table_is_consistent():
     gap = reference_goal_gap(load_reference()).set_index("model")
     assert gap.loc["mistral-7b", "gap"] == 0.36 and gap.loc["bc+sr", "gap"] == 1.42  # the paper's headline
     assert (gap["judge_goal"] - gap["gap"] - gap["human_goal"]).abs().max() < 1e-9
-    assert set(gap["role"]) == set(PAPER_MODELS.values())
+    assert set(gap["role"]) == set(PAPER_TO_STUDY.values())
     assert set(gap["source"]) == {"published (SOTOPIA-pi paper)"}
 
 

@@ -8,8 +8,12 @@ import json
 
 import pytest
 
-from sotopia_pi_lib.analysis.human_eval import released_rating_table
-from sotopia_pi_lib.analysis.judge_vs_human import judge_frame, judge_goal_gap, judge_vs_human
+from sotopia_pi_lib.analysis.human_eval import (
+    judge_frame,
+    judge_goal_gap,
+    judge_vs_human,
+    released_rating_table,
+)
 from sotopia_pi_lib.config import load_config, parse_config
 from sotopia_pi_lib.data.human_eval import load_human_eval
 from sotopia_pi_lib.errors import ConfigError

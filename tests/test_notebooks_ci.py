@@ -92,8 +92,7 @@ def test_released_human_evaluation(ci_run):
     the released GPT-4 scores and the run's judge against the annotators, and the four figures."""
     import pandas as pd
 
-    from sotopia_pi_lib.analysis.human_eval import HUMAN_CSV_COLUMNS
-    from sotopia_pi_lib.analysis.judge_vs_human import JUDGE_CSV_COLUMNS, RELEASED_GPT4
+    from sotopia_pi_lib.analysis.human_eval import HUMAN_CSV_COLUMNS, JUDGE_CSV_COLUMNS, RELEASED_GPT4
 
     assert len(ci_run.released_ratings.read_text().splitlines()) == 1
     out = ci_run.stage_dir("06_analysis")

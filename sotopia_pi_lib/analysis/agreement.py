@@ -1,15 +1,22 @@
-"""Rater agreement and judge-versus-reference ratings (the paper's human-evaluation figures).
+"""Rater agreement and judge-versus-reference ratings (the paper's human-evaluation figures), and
+which ratings serve as a run's reference (`agreement_tables`).
 
 All functions take tidy rating tables, one row per rater, episode, agent position and dimension:
 columns `rater, episode_id, agent, dimension, score` (+ `model`, the label of the model that played
 that agent, where a per-model figure needs it). An item is one (episode_id, agent).
 
-The reference raters are always named by a `Raters` value that the output carries, so an analysis
-run between two judges or between repeated judgings is labelled as such and never reads as human.
+A run's reference is, in order of preference: human ratings imported from annotation CSVs
+(`annotation.load_human_ratings`); a second judge (ratings by another judge label in the run);
+repeated judging (samples 1.. of the run's judge against its sample 0). The reference raters are
+always named by a `Raters` value that the output carries, so an analysis run between two judges or
+between repeated judgings is labelled as such and never reads as human. With no reference the result
+says why, and the figures show a labelled gap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -18,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
 from ..errors import DataError
-from ..judge.ratings import RatedEpisodes
+from ..judge.ratings import EpisodeRating, RatedEpisodes
 from ..judge.rubric import DIMENSION_NAMES
 from ..judge.rubric import DIMENSIONS as RUBRIC_DIMENSIONS
 from .stats import CONFIDENCE, N_RESAMPLES, mean_ci
@@ -27,6 +34,9 @@ DIMENSION_RANGES: dict[str, tuple[int, int]] = {d.name: (d.low, d.high) for d in
 DIMENSIONS: tuple[str, ...] = DIMENSION_NAMES
 RATING_COLUMNS = ("rater", "episode_id", "agent", "dimension", "score")
 ITEM = ["episode_id", "agent"]
+# Resamples for the Spearman intervals: each one ranks every item again, so 10,000 over a whole run's
+# thousands of rated agents would take minutes; 2,000 keeps percentile bounds stable to ~0.01.
+SPEARMAN_RESAMPLES = 2_000
 _KIND_TEXT = {"human": "human annotators", "second_judge": "a second judge", "repeat_judging": "repeated judging"}
 
 
@@ -42,18 +52,25 @@ class Raters(BaseModel):
         return f"{_KIND_TEXT[self.kind]} ({self.label})"
 
 
-def judge_ratings_frame(rated: RatedEpisodes) -> pd.DataFrame:
-    """Judge ratings joined with their episodes (`judge.join_ratings`) as a tidy table. The rater is
-    `judge#sample_index`, so repeated judgings of one episode are separate raters, and `model` is the
-    label of the model that played each agent position."""
-    rows = [{"rater": f"{r.judge}#{r.sample_index}", "episode_id": ep.episode_id, "agent": agent,
-             "dimension": dim, "score": float(score), "model": ep.models[agent], "judge": r.judge,
+def judge_rating_table(ratings: Iterable[EpisodeRating], model_of: Callable[[str, int], str]) -> pd.DataFrame:
+    """A judge's ratings as a rating table. The rater is `judge#sample_index`, so repeated judgings of
+    one episode are separate raters; `model` is `model_of(episode_id, agent)`, the model that played
+    that agent; judge, sample_index and rubric_version ride along."""
+    rows = [{"rater": f"{r.judge}#{r.sample_index}", "episode_id": r.episode_id, "agent": agent,
+             "dimension": dim, "score": float(score), "model": model_of(r.episode_id, agent), "judge": r.judge,
              "sample_index": r.sample_index, "rubric_version": r.rubric_version}
-            for ep, ratings in rated.pairs for r in ratings
-            for agent, agent_rating in enumerate(r.agents) for dim, score in agent_rating.scores.items()]
-    if not rows:
-        raise DataError(f"no judge ratings to tabulate ({rated.summary()})")
+            for r in ratings for agent, agent_rating in enumerate(r.agents) for dim, score in agent_rating.scores.items()]
     return pd.DataFrame(rows)
+
+
+def judge_ratings_frame(rated: RatedEpisodes) -> pd.DataFrame:
+    """Judge ratings joined with their episodes (`judge.join_ratings`) as a rating table
+    (`judge_rating_table`, the model of each agent from its episode)."""
+    models = {ep.episode_id: ep.models for ep, _ in rated.pairs}
+    ratings = [r for _, rs in rated.pairs for r in rs]
+    if not ratings:
+        raise DataError(f"no judge ratings to tabulate ({rated.summary()})")
+    return judge_rating_table(ratings, lambda episode_id, agent: models[episode_id][agent])
 
 
 def check_ratings(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -244,3 +261,70 @@ def goal_gap(
                      "ci_high": m.ci_high, "n": m.n, "judge": judge_label, "raters_kind": raters.kind,
                      "raters": raters.describe()})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Judge versus reference ratings; empty tables and a `note` saying why when there is no reference."""
+
+    judge: str | None
+    raters: Raters | None
+    alpha_among: str = ""
+    alpha: pd.DataFrame = field(default_factory=pd.DataFrame)
+    correlation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    gap: pd.DataFrame = field(default_factory=pd.DataFrame)
+    note: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.raters is not None
+
+
+def scores_as_ratings(scores: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """One judge's part of a run's score table (`load.load_eval`) as a rating table: rater =
+    judge#sample, agent = the evaluated position (the only agent whose model the figures split by)."""
+    part = scores[(scores["judge"] == judge) & (scores["dimension"] != "overall")]
+    return pd.DataFrame({"rater": part["judge"] + "#" + part["sample"].astype(str), "episode_id": part["episode_id"],
+                         "agent": part["position"], "dimension": part["dimension"], "score": part["score"],
+                         "model": part["model"]})
+
+
+def _auto_reference(scores: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, pd.DataFrame, Raters] | None:
+    others = sorted(set(scores["judge"]) - {judge})
+    mine = scores_as_ratings(scores, judge)
+    if others:
+        ref = pd.concat([scores_as_ratings(scores, o) for o in others], ignore_index=True)
+        return mine, ref, Raters(kind="second_judge", label=", ".join(others))
+    samples = sorted(scores.loc[scores["judge"] == judge, "sample"].unique())
+    if len(samples) > 1:
+        first = mine["rater"] == f"{judge}#{samples[0]}"
+        label = f"{judge}, samples {', '.join(map(str, samples[1:]))} vs sample {samples[0]}"
+        return mine[first], mine[~first], Raters(kind="repeat_judging", label=label)
+    return None
+
+
+def agreement_tables(
+    scores: pd.DataFrame, judge: str | None, *, human: pd.DataFrame | None = None, human_label: str = "annotators"
+) -> Agreement:
+    """Alpha per dimension, judge-vs-reference correlation per dimension and the goal gap per model."""
+    if judge is None or scores.empty:
+        return Agreement(judge=judge, raters=None, note="no rated evaluation episodes")
+    if human is not None:
+        mine, ref, raters = scores_as_ratings(scores, judge), human, Raters(kind="human", label=human_label)
+    else:
+        found = _auto_reference(scores, judge)
+        if found is None:
+            return Agreement(judge=judge, raters=None, note=(
+                "no reference ratings: import human ratings (annotations/returned/*.csv), rate with a "
+                "second judge, or judge with samples >= 2"))
+        mine, ref, raters = found
+    among_ref = raters.kind == "human" and ref["rater"].nunique() >= 2
+    pool = ref if among_ref else pd.concat([mine, ref], ignore_index=True)
+    among = f"among {raters.describe()}" if among_ref else f"judge {judge} and {raters.describe()}"
+    return Agreement(
+        judge=judge, raters=raters, alpha_among=among,
+        alpha=krippendorff_alpha(pool[list(RATING_COLUMNS)], raters=raters),
+        correlation=judge_reference_correlation(mine, ref, judge_label=judge, raters=raters,
+                                                n_resamples=SPEARMAN_RESAMPLES),
+        gap=goal_gap(mine, ref, judge_label=judge, raters=raters),
+    )

@@ -10,7 +10,9 @@ SOTOPIA-hard by default) and each episode is meant for two annotators (`raters_p
 
 A packet is one self-contained HTML page (no network, one episode at a time, range-checked inputs,
 a button that downloads the annotator's CSV) plus the same rows as a CSV template, and a JSON copy of
-the packet that the import checks rows against.
+the packet that the import checks rows against. In a run, packets are written to
+`results/<run>/annotations/` and the annotators' filled CSVs go to `annotations/returned/`
+(`load_human_ratings` reads them).
 
 CSV, one row per episode and agent position: annotator, episode_id, agent (0 or 1), agent_name, then
 each dimension's score and reasoning (`goal`, `goal_reasoning`, ...). A row whose seven scores are all
@@ -42,11 +44,14 @@ from ..sim.prompts import describe_action
 from ..sim.visibility import render_goal
 from ..store import atomic_write_text
 from .agreement import DIMENSION_RANGES, DIMENSIONS
+from .agreement import RATING_COLUMNS as AGREEMENT_COLUMNS
 
 CSV_COLUMNS: tuple[str, ...] = (
     "annotator", "episode_id", "agent", "agent_name", *(c for d in DIMENSIONS for c in (d, f"{d}_reasoning")))
-# The rating table every human source imports into (returned packets, released CSVs).
-RATING_COLUMNS: tuple[str, ...] = ("rater", "episode_id", "agent", "dimension", "score", "reasoning", "source")
+# The rating table every human source imports into (returned packets, released CSVs): agreement's
+# rating table with each score's reasoning and where it was read.
+RATING_COLUMNS: tuple[str, ...] = (*AGREEMENT_COLUMNS, "reasoning", "source")
+RETURNED = "returned"
 # Annotators read the same wording of each dimension as the judge's prompt.
 HINTS = {d.name: d.description for d in RUBRIC_DIMENSIONS}
 
@@ -321,6 +326,21 @@ def read_annotations(paths: Sequence[Path], packet: Packet, *, require_complete:
             raise DataError(f"annotation file not found: {p}")
         rows.extend(_read_rows(Path(p), packet, require_complete, seen))
     return pd.DataFrame(rows, columns=list(RATING_COLUMNS))
+
+
+def load_human_ratings(folder: Path) -> pd.DataFrame | None:
+    """Filled annotation CSVs of `folder/returned/` checked against the one packet in `folder`; None
+    when nothing has been returned."""
+    returned = sorted((folder / RETURNED).glob("*.csv")) if (folder / RETURNED).is_dir() else []
+    if not returned:
+        return None
+    packets = sorted(folder.glob("packet_*.json"))
+    if len(packets) != 1:
+        raise DataError(
+            f"{folder}: {len(packets)} packet_*.json files; the returned CSVs in {RETURNED}/ "
+            "must be checked against exactly one packet"
+        )
+    return read_annotations(returned, load_packet(packets[0]))
 
 
 def rater_coverage(ratings: pd.DataFrame, packet: Packet) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """SOTOPIA-pi's released human evaluation: the paper's human numbers, agreement between annotators,
-and the GPT-4-versus-human gap figure, from the release alone; with `judge_vs_human`, any judge.
+the GPT-4-versus-human gap figure, and any judge against the annotators on the released episodes.
 
 How the paper averaged (SOTOPIA-pi's human_eval/official_test_analysis.py: `get_human_score`, then
 `average_score`): each episode's scores are first averaged over its annotators, then the tested
@@ -12,6 +12,13 @@ Agreement between annotators counts one rating per annotator and episode: where 
 ratings of an episode by the same annotator (seven episodes; two of them byte-identical rows), the
 second is left out, since it is not a second annotator. Krippendorff's alpha (interval) uses every
 remaining rating of an item; Pearson's r pairs the first two annotators of an item in file order.
+
+A judge's ratings become a rating table (one row per rater, episode, agent side and dimension, with the
+released model and whether the side is the tested one); against the annotators' mean on the same sides
+it gives, per dimension, Pearson's r (Fisher-z 95% CI) and Spearman's rho, the two means, and per model
+the judge-minus-human goal gap on the tested sides — the paper's finding (GPT-4 rates goals higher than
+humans do, by 0.36 for the base model up to 1.42 for BC+SR) as a test any judge can be put to. GPT-4's
+own released scores of the 28 GPT-4 episodes are one such judge, available in every run.
 """
 
 from __future__ import annotations
@@ -26,28 +33,37 @@ import numpy as np
 import pandas as pd
 
 from ..data.human_eval import ReleasedHumanEval, load_human_eval, release_files
+from ..data.sources import HUMAN_EVAL_CSVS
 from ..errors import DataError
-from ..judge.ratings import EpisodeRating, RatingKey
+from ..judge.ratings import EpisodeRating
 from ..paths import shared_data_dir
 from ..store.files import atomic_write_text
-from ..store.jsonl import iter_jsonl
 from ..store.run import RunPaths
-from .agreement import DIMENSIONS, krippendorff_alpha, pearson_interval
-from .judge_vs_human import (
-    ANNOTATORS,
-    RELEASED_GPT4,
-    RELEASED_MODELS,
-    judge_frame,
-    judge_goal_gap,
-    judge_vs_human,
-    released_gpt4_frame,
+from .agreement import (
+    DIMENSIONS,
+    SPEARMAN_RESAMPLES,
+    Raters,
+    goal_gap,
+    item_means,
+    judge_rating_table,
+    judge_reference_correlation,
+    krippendorff_alpha,
+    pearson_interval,
 )
+from .load import METRICS, read_ratings
 from .reference import SOTOPIA_PI_REFERENCE, HardGoalBlock, SotopiaPiReference, load_reference
 from .stats import mean_ci
 
-METRICS: tuple[str, ...] = (*DIMENSIONS, "overall")
+RELEASED_MODELS: tuple[str, ...] = tuple(HUMAN_EVAL_CSVS)  # mistral-7b, sr, bc, bc+sr, gpt-4, gpt-3.5
+RELEASED_GPT4 = "gpt-4 (released SOTOPIA scores)"
+ANNOTATORS = Raters(kind="human", label="SOTOPIA-pi annotators")
 HUMAN_CSV_COLUMNS = ["model", "dimension", "n", "mean", "ci_low", "ci_high", "paper"]
+JUDGE_CSV_COLUMNS = ["judge", "dimension", "n", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman",
+                     "mean_judge", "mean_human"]
 ALL = "all"
+
+
+# --- the release alone --------------------------------------------------------------------------
 
 
 def released_rating_table(ev: ReleasedHumanEval) -> pd.DataFrame:
@@ -120,6 +136,15 @@ def annotator_agreement(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def released_gpt4_frame(ev: ReleasedHumanEval) -> pd.DataFrame:
+    """GPT-4's released scores of the released episodes it rated, as a judge rating table."""
+    rows = [{"rater": RELEASED_GPT4, "episode_id": pk, "agent": agent, "dimension": dim, "score": score,
+             "model": ev.model_of(pk), "tested": agent in ev.episodes[pk].tested_positions}
+            for pk, scores in ev.gpt4.items() if pk in ev.views
+            for agent, side in enumerate(scores.agents) for dim, score in side.items()]
+    return pd.DataFrame(rows)
+
+
 def gap_figure_table(means: pd.DataFrame, ev: ReleasedHumanEval, reference: HardGoalBlock | None) -> pd.DataFrame:
     """The paper's gap figure from data: per paper model, GPT-4's published goal, the human goal
     computed here (with CI), their difference and the published gap; for GPT-4, also its goal from
@@ -142,6 +167,59 @@ def gap_figure_table(means: pd.DataFrame, ev: ReleasedHumanEval, reference: Hard
                                        if reference is not None else np.nan)})
     out = pd.DataFrame(rows)
     return out.assign(gap=out["gpt4_goal_published"] - out["human_goal"])
+
+
+# --- any judge against the annotators -----------------------------------------------------------
+
+
+def judge_frame(ratings: Sequence[EpisodeRating], ev: ReleasedHumanEval) -> dict[str, pd.DataFrame]:
+    """The study's judge ratings of released episodes as rating tables, one per judge label; a rating
+    of an episode outside the release, or one judge under two rubric versions, is an error."""
+    unknown = sorted({r.episode_id for r in ratings} - set(ev.views))
+    if unknown:
+        raise DataError(f"ratings of {len(unknown)} episodes that are not released human-evaluation "
+                        f"episodes (e.g. {unknown[:3]}); files from another source mixed in?")
+    out = {}
+    for judge in sorted({r.judge for r in ratings}):
+        mine = [r for r in ratings if r.judge == judge]
+        versions = sorted({r.rubric_version for r in mine})
+        if len(versions) > 1:
+            raise DataError(f"judge {judge} rated the released episodes under rubric versions {versions}; "
+                            "their scores are not comparable: delete the older ratings or re-judge")
+        table = judge_rating_table(mine, lambda episode_id, _: ev.model_of(episode_id))
+        out[judge] = table.assign(tested=[a in ev.episodes[e].tested_positions
+                                          for e, a in zip(table["episode_id"], table["agent"], strict=True)])
+    return out
+
+
+def judge_vs_human(judge: pd.DataFrame, humans: pd.DataFrame, label: str) -> pd.DataFrame:
+    """judge_vs_human.csv rows of one judge: per dimension over every agent side both rated, Pearson
+    (Fisher-z CI) and Spearman between the judge's score (mean over samples) and the annotators' mean."""
+    human = humans.assign(rater=humans["source"])  # one rater per released row: repeats stay apart
+    corr = judge_reference_correlation(judge, human, judge_label=label, raters=ANNOTATORS,
+                                       n_resamples=SPEARMAN_RESAMPLES).set_index("dimension")
+    both = item_means(judge, f"ratings of {label}").merge(item_means(human, "released ratings"),
+                                                          on=["episode_id", "agent", "dimension"],
+                                                          suffixes=("_judge", "_human"))
+    means = both.groupby("dimension")[["score_judge", "score_human"]].mean()
+    return pd.DataFrame([
+        {"judge": label, "dimension": dim, "n": int(corr.loc[dim, "n"]), "pearson": corr.loc[dim, "pearson_r"],
+         "pearson_ci_low": corr.loc[dim, "pearson_ci_low"], "pearson_ci_high": corr.loc[dim, "pearson_ci_high"],
+         "spearman": corr.loc[dim, "spearman_rho"], "mean_judge": means.loc[dim, "score_judge"],
+         "mean_human": means.loc[dim, "score_human"]}
+        for dim in DIMENSIONS if dim in corr.index], columns=JUDGE_CSV_COLUMNS)
+
+
+def judge_goal_gap(judge: pd.DataFrame, humans: pd.DataFrame, label: str, *, seed: int = 0) -> pd.DataFrame:
+    """Per model, the judge's goal minus the annotators' on the tested sides both rated (95% CI) — the
+    paper's finding, that this gap grows from the base model to BC+SR, put to any judge."""
+    human = humans[humans["tested"]].assign(rater=lambda d: d["source"])
+    gap = goal_gap(judge[judge["tested"]], human, judge_label=label, raters=ANNOTATORS, seed=seed)
+    order = {m: i for i, m in enumerate(RELEASED_MODELS)}
+    return gap.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+# --- every table, for a run ---------------------------------------------------------------------
 
 
 @dataclass
@@ -219,28 +297,17 @@ def _cached_release(stamps: tuple[tuple[str, int, int], ...], seed: int) -> tupl
     return ev, release_tables(ev, reference, seed=seed)
 
 
-def read_released_judgements(paths: RunPaths, rubric_version: str | None = None) -> list[EpisodeRating]:
-    """The study's judge ratings of released episodes in a run (05); only read, never repaired; with
-    `rubric_version`, other versions are ignored."""
-    out, seen = [], set[RatingKey]()
-    if paths.released_ratings.is_file():
-        for _, r in iter_jsonl(paths.released_ratings, EpisodeRating):
-            if r.key not in seen and rubric_version in (None, r.rubric_version):
-                seen.add(r.key)
-                out.append(r)
-    return out
-
-
 def load_run_human_eval(paths: RunPaths, *, rubric_version: str | None = None, seed: int = 0) -> HumanEvalTables:
-    """The released human evaluation for a run: the release's tables and the run's judge against them."""
+    """The released human evaluation for a run: the release's tables and the run's judge against them
+    (its ratings of released episodes from 05; with `rubric_version`, other versions are ignored)."""
     files = release_files()  # verified (and if needed fetched) before they key the cache
     stamps = tuple(_stamp(p) for p in (*files.values(), shared_data_dir() / SOTOPIA_PI_REFERENCE))
     ev, base = _cached_release(stamps, seed)
-    return with_judges(base, ev, read_released_judgements(paths, rubric_version), seed=seed)
+    return with_judges(base, ev, read_ratings(paths.released_ratings, rubric_version), seed=seed)
 
 
 def write_human_eval_csvs(tables: HumanEvalTables, out_dir: Path) -> list[Path]:
-    """`released_human_eval.csv` and `judge_vs_human.csv` (the issue's columns), plus the annotator
+    """`released_human_eval.csv` (HUMAN_CSV_COLUMNS) and `judge_vs_human.csv` (JUDGE_CSV_COLUMNS), plus the annotator
     agreement and the per-model judge gaps as `released_human_agreement.csv`, `judge_goal_gap.csv`."""
     out = []
     for name, df in (("released_human_eval", tables.means), ("judge_vs_human", tables.judge_vs_human),

@@ -1,8 +1,16 @@
-"""The paper's published numbers, typed, to draw beside ours (always marked as published).
+"""The paper's published numbers, typed, and which of them are drawn beside ours (always marked as
+published).
 
 Two files from `../shared/data/reference/`: SOTOPIA's leaderboard against a GPT-3.5 partner (pinned
 by checksum, copied into `data/` by the data fetcher) and the SOTOPIA-pi figures written for this
 project from the paper's figure sources (no pinned checksum: read in place, validated by its schema).
+
+The published numbers drawn beside ours are chosen here, in one place, by one rule
+(`published_points`): a published value is shown only for the model of this study that plays the same
+part as in the publication. The base, SR, BC and BC+SR policies are always the SOTOPIA-pi recipe's
+models (the paper's came from Mistral-7B; the label says so); the expert is compared with GPT-4's
+published scores only when the expert IS GPT-4. Every published point carries a label naming its
+source and judge.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,6 +27,9 @@ from ..data.fetch import verified_path
 from ..errors import DataError
 from ..paths import shared_data_dir
 from .agreement import DIMENSION_RANGES
+
+if TYPE_CHECKING:  # only a type here; importing load would pull in the run readers
+    from .load import RunInfo
 
 LEADERBOARD = "reference/sotopia_leaderboard_vs_gpt35.jsonl"
 SOTOPIA_PI_REFERENCE = "reference/sotopia_pi_reference.json"
@@ -30,8 +41,13 @@ _ABBREVIATIONS = {
 }
 _COLUMN = re.compile(r"^(?P<abbr>[A-Z]+) \[(?P<lo>-?\d+), (?P<hi>-?\d+)\]$")
 
-# The paper's model keys -> this study's model roles, for placing published bars beside ours.
-PAPER_MODELS = {"mistral-7b": "base", "sr": "sr", "bc": "bc", "bc+sr": "bc+sr", "gpt-4": "expert"}
+# The paper's model keys -> this study's model names, for placing published values beside ours.
+PAPER_TO_STUDY = {"mistral-7b": "base", "sr": "sr", "bc": "bc", "bc+sr": "bc_sr", "gpt-4": "expert"}
+PAPER_LABEL = "published: SOTOPIA-pi paper (Mistral-7B-based models, GPT-4 judge, GPT-3.5 partner)"
+LEADERBOARD_LABEL = "published: SOTOPIA leaderboard (GPT-4 vs GPT-3.5 partner, GPT-4 judge)"
+GAP_LABEL = "published: GPT-4 judge − human (SOTOPIA-pi paper, SOTOPIA-hard)"
+PUBLISHED_COLUMNS = ["model", "task_set", "metric", "value", "label"]
+_GPT4 = re.compile(r"openai:gpt-4(-0314|-0613)?")
 
 
 class _Strict(BaseModel):
@@ -86,9 +102,10 @@ def load_reference(path: Path | None = None) -> SotopiaPiReference:
 
 
 def reference_goal_gap(ref: SotopiaPiReference) -> pd.DataFrame:
-    """The paper's hard-set goal figure as a table: model, role, judge (GPT-4) goal, human goal, gap."""
+    """The paper's hard-set goal figure as a table: model, role (this study's model), judge (GPT-4)
+    goal, human goal, gap."""
     block = ref.hard_goal_vs_gpt35_partner
-    rows = [{"model": m, "role": PAPER_MODELS.get(m, m), "judge_goal": g,
+    rows = [{"model": m, "role": PAPER_TO_STUDY.get(m, m), "judge_goal": g,
              "human_goal": block.human_rated_goal.get(m, float("nan")),
              "gap": block.gpt4_minus_human_goal_gap.get(m, float("nan")),
              "source": "published (SOTOPIA-pi paper)"} for m, g in block.gpt4_rated_goal.items()]
@@ -136,3 +153,59 @@ def load_leaderboard(path: Path | None = None) -> pd.DataFrame:
     if not rows:
         raise DataError(f"{path}: no leaderboard rows")
     return pd.DataFrame(rows).assign(source="published (SOTOPIA leaderboard)")
+
+
+def expert_is_gpt4(info: RunInfo) -> bool:
+    return bool(_GPT4.fullmatch(info.roles.get("expert", "")))
+
+
+def _paper_points(wanted: set[str]) -> tuple[list[tuple], list[tuple], list[str]]:
+    """The paper's GPT-4-rated goal on SOTOPIA-hard and its judge-minus-human gap, per study model."""
+    try:
+        hard = load_reference().hard_goal_vs_gpt35_partner
+    except DataError as e:
+        return [], [], [f"published SOTOPIA-pi figures unavailable: {e}"]
+    points, gap = [], []
+    for paper_model, value in hard.gpt4_rated_goal.items():
+        model = PAPER_TO_STUDY.get(paper_model)
+        if model in wanted:
+            points.append((model, "sotopia_hard", "goal", value, PAPER_LABEL))
+            gap.append((model, hard.gpt4_minus_human_goal_gap[paper_model], GAP_LABEL))
+    return points, gap, []
+
+
+def _leaderboard_points() -> tuple[list[tuple], list[str]]:
+    """GPT-4's leaderboard scores on all of SOTOPIA (seven dimensions and their mean), for the expert."""
+    try:
+        board = load_leaderboard()
+    except DataError as e:
+        return [], [f"published SOTOPIA leaderboard unavailable: {e}"]
+    row = board[board["model"] == "GPT-4"]
+    points = [("expert", "sotopia_all", d, s, LEADERBOARD_LABEL)
+              for d, s in zip(row["dimension"], row["score"], strict=True)]
+    points.append(("expert", "sotopia_all", "overall", float(row["score"].mean()), LEADERBOARD_LABEL))
+    return points, []
+
+
+def published_points(info: RunInfo) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(points, gap, notes): published goal/overall/dimension values per study model and task set,
+    the paper's judge-minus-human goal gap per study model, and notes on what was left out and why."""
+    notes = []
+    gpt4 = expert_is_gpt4(info)
+    if not gpt4:
+        notes.append(
+            f"expert is {info.roles.get('expert', 'unknown')}, not GPT-4: GPT-4's published "
+            "scores are not drawn beside it"
+        )
+    judge = info.roles.get("judge", "unknown")
+    if not _GPT4.fullmatch(judge):
+        notes.append(
+            f"published values were rated by GPT-4; this run's judge is {judge}, so a difference from them "
+            "includes the judge as well as the model"
+        )
+    points, gap, missing = _paper_points({m for m in PAPER_TO_STUDY.values() if m != "expert" or gpt4})
+    if gpt4:
+        board, board_missing = _leaderboard_points()
+        points, missing = points + board, missing + board_missing
+    return (pd.DataFrame(points, columns=PUBLISHED_COLUMNS), pd.DataFrame(gap, columns=["model", "gap", "label"]),
+            notes + missing)

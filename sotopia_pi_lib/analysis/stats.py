@@ -1,4 +1,6 @@
-"""Means with bootstrap confidence intervals and paired model comparisons.
+"""The statistical methods the study reports with: means with bootstrap confidence intervals,
+proportions with Wilson intervals and paired model comparisons (on plain values; `tables` applies
+them to a run's tables).
 
 Every score the study reports comes with its 95% interval and its n, because the embedded model's
 small runs (a few dozen episodes) have intervals as wide as the differences between models.
@@ -7,6 +9,9 @@ Methods, fixed so that reports can state them:
 - confidence interval of a mean: percentile bootstrap (`scipy.stats.bootstrap`, method="percentile",
   10,000 resamples, seeded). Percentile rather than BCa because BCa is undefined for the constant
   samples that small runs produce (all goals 0), where percentile gives the honest [x, x].
+- confidence interval of a proportion (MMLU accuracy, compliance rate): Wilson score interval, which
+  stays honest at 0% or 100% on small n and costs nothing at MMLU's 14k questions (a bootstrap there
+  needs 10,000 x 14,042 resamples).
 - paired comparison: the interval is the percentile bootstrap of the mean per-item difference; the
   p-value is a two-sided paired permutation test (`scipy.stats.permutation_test`,
   permutation_type="samples": the sign of each item's difference is flipped at random; exact when
@@ -28,6 +33,7 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 CI_METHOD = "percentile bootstrap (scipy.stats.bootstrap, 10,000 resamples, seeded)"
 P_METHOD = "two-sided paired permutation test (scipy.stats.permutation_test, sign flips)"
+PROPORTION_CI = "Wilson score interval (scipy.stats.binomtest(...).proportion_ci, method='wilson')"
 
 
 class MeanCI(BaseModel):
@@ -104,6 +110,14 @@ def mean_ci(
     arr = _as_finite(values, what, dropna)
     low, high = bootstrap_ci(arr, confidence=confidence, n_resamples=n_resamples, seed=seed)
     return MeanCI(mean=float(arr.mean()), ci_low=low, ci_high=high, n=int(arr.size), confidence=confidence)
+
+
+def proportion(successes: int, n: int) -> tuple[float, float, float]:
+    """Rate with its Wilson 95% interval; NaNs for n == 0."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    ci = sps.binomtest(successes, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return successes / n, float(ci.low), float(ci.high)
 
 
 def grouped_mean_ci(

@@ -1,8 +1,8 @@
-"""Loading a run folder into tidy tables and the reported statistics, on a synthetic but schema-valid run.
+"""Loading a run folder into tidy tables, on a synthetic but schema-valid run.
 
 `build_synthetic_run` writes real EpisodeRecord / EpisodeRating / MMLUResult / ComplianceFlag /
 LossPoint / SFTExample / Manifest files with the project's own writers, with known scores, so the
-tables' counts and means can be checked exactly. The figure and summary tests import it.
+tables' counts and means can be checked exactly. The tables, figure and summary tests import it.
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from sotopia_pi_lib.analysis import results_training
-from sotopia_pi_lib.analysis.results import (
+from sotopia_pi_lib.analysis import load
+from sotopia_pi_lib.analysis.load import (
     EVAL_TASK_SETS,
     MODEL_ORDER,
     load_eval,
     load_eval_with_coverage,
+    load_losses,
+    load_mmlu_results,
+    load_run_info,
+    load_safety,
+    load_training_scores,
 )
-from sotopia_pi_lib.analysis.results_checks import load_mmlu_results, load_safety
-from sotopia_pi_lib.analysis.results_tables import build_tables
-from sotopia_pi_lib.analysis.results_training import load_losses, load_run_info, load_training_scores
 from sotopia_pi_lib.data.mmlu import SUBJECT_CATEGORY
-from sotopia_pi_lib.errors import ConfigError, DataError
+from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.evaluate.compliance import ComplianceFlag
 from sotopia_pi_lib.evaluate.mmlu import MMLUResult, save_mmlu_results
 from sotopia_pi_lib.judge.ratings import AgentRating, DimensionRating, EpisodeRating
@@ -321,13 +323,6 @@ def test_partly_rated_file_names_the_count(run):
         load_eval(run.paths, ("bc",))
 
 
-def test_empty_model_list_is_a_clear_error(run):
-    with pytest.raises(ConfigError, match="model list is empty"):
-        load_eval(run.paths, ())
-    with pytest.raises(ConfigError, match="model list is empty"):
-        build_tables(run.paths, ())
-
-
 def test_mixed_files_and_broken_tags_are_errors(run):
     path = run.paths.eval_episodes("base", "sotopia_all")
     rec = json.loads(path.read_text().splitlines()[0])
@@ -375,70 +370,8 @@ def test_run_info_flags_the_embedded_model(run):
     assert any("0123456789" in line for line in info.provenance)
 
 
-def test_build_tables_statistics(run):
-    t = build_tables(run.paths, ("base", "sr", "bc", "bc_sr"))
-    assert t.judge == JUDGE
-    goal = t.score_stats[(t.score_stats["metric"] == "goal")].set_index(["model", "task_set"])
-    for (model, task_set), goals in run.goals.items():
-        row = goal.loc[(model, task_set)]
-        assert row["mean"] == pytest.approx(np.mean(goals)) and row["n"] == 6
-        assert row["ci_low"] <= row["mean"] <= row["ci_high"]
-    assert (
-        t.gap_reason("bc_sr", "sotopia_all") == "no episode file" and t.gap_reason("bc", "sotopia_all") == ""
-    )
-    # paired vs base: sr's goal is base's + 1 on every combo and position
-    p = t.paired[
-        (t.paired["model_a"] == "sr")
-        & (t.paired["metric"] == "goal")
-        & (t.paired["task_set"] == "sotopia_all")
-    ].iloc[0]
-    assert p["diff"] == pytest.approx(1.0) and p["n"] == 6 and p["n_unpaired"] == 0 and p["p_value"] < 0.05
-    comp = t.safety_stats[t.safety_stats["metric"] == "compliance"].set_index("model")
-    assert comp.loc["sr", "mean"] == pytest.approx(np.mean(run.complied["sr"])) and comp.loc["sr", "n"] == 6
-    mm = t.mmlu_stats.set_index(["model", "category"])
-    assert mm.loc[("bc", "all"), "n"] == 32 and mm.loc[("bc", "STEM"), "n"] == 8
-    assert not t.agreement.available and "no reference ratings" in t.agreement.note
-    # the expert is not GPT-4 here: only the policy models get published values
-    assert set(t.published["model"]) == {"base", "sr", "bc", "bc_sr"}
-    assert set(t.published["task_set"]) == {"sotopia_hard"}
-
-
-def test_repeated_judging_is_the_reference_and_labelled_so(tmp_path):
-    s = build_synthetic_run(
-        tmp_path / "rep",
-        models=("base", "bc"),
-        task_sets=("sotopia_hard",),
-        n_combos=4,
-        samples=3,
-        mmlu_per_subject=0,
-    )
-    t = build_tables(s.paths, ("base", "bc"))
-    a = t.agreement
-    assert a.raters.kind == "repeat_judging" and "human" not in a.raters.describe()
-    assert set(a.alpha["dimension"]) == {d.name for d in DIMENSIONS}
-    assert set(a.gap["model"]) == {"base", "bc"} and (a.gap["n"] == 8).all()
-    # reported scores average the three samples of each episode: n counts episodes
-    assert (t.score_stats["n"] == 8).all()
-
-
-def test_second_judge_needs_a_choice_unless_the_run_names_one(tmp_path):
-    s = build_synthetic_run(
-        tmp_path / "two",
-        models=("base",),
-        task_sets=("sotopia_all",),
-        judges=(JUDGE, "openai:gpt-4o"),
-        mmlu_per_subject=0,
-    )
-    t = build_tables(s.paths, ("base",))  # the manifest's judge role is hf:embedded
-    assert t.judge == JUDGE and t.agreement.raters.kind == "second_judge"
-    (s.paths.root / "manifest.json").unlink()
-    with pytest.raises(DataError, match="several judges"):
-        build_tables(s.paths, ("base",))
-    assert build_tables(s.paths, ("base",), judge="openai:gpt-4o").judge == "openai:gpt-4o"
-
-
 def test_loss_file_names_match_the_trainer():
-    assert (results_training.LOSS_JSON, results_training.LOSS_CSV) == (
+    assert (load.LOSS_JSON, load.LOSS_CSV) == (
         train_record.LOSS_JSON,
         train_record.LOSS_CSV,
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from test_analysis_results import build_synthetic_run
+from test_analysis_load import build_synthetic_run
 
 from sotopia_pi_lib.analysis.annotation import CSV_COLUMNS, build_packet, write_packet
-from sotopia_pi_lib.analysis.results_tables import build_tables
-from sotopia_pi_lib.analysis.summary import write_summary
+from sotopia_pi_lib.analysis.report import write_summary
+from sotopia_pi_lib.analysis.tables import build_tables
 from sotopia_pi_lib.judge.rubric import DIMENSIONS
 from sotopia_pi_lib.sim.episode import EpisodeRecord
 from sotopia_pi_lib.store.jsonl import read_jsonl

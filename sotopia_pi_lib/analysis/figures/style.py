@@ -1,16 +1,22 @@
 """Shared look of the study's figures: colours, ranges, labels, the bar-with-CI panel, the "no data"
-mark and saving as PNG + PDF.
+mark, and `save`, the one function that writes a figure (PNG + PDF).
 
 Figures are built as `matplotlib.figure.Figure` objects on an Agg canvas, never through pyplot's
 global state, so drawing them from a notebook neither changes its backend nor leaks open figures.
+Every figure function is `@styled` (drawn under the study's rc settings) and returns its Figure;
+`save` writes it under the same settings, since matplotlib lays out text and creates tick labels
+only when the figure is written.
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import ParamSpec
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -19,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..judge.rubric import DIMENSIONS
+from ..agreement import DIMENSION_RANGES
+from ..reference import PAPER_TO_STUDY
 
 DPI = 150
 PALETTE = sns.color_palette("colorblind").as_hex()
@@ -33,8 +40,15 @@ MODEL_COLORS = {
 }
 _SPARE = [PALETTE[i] for i in (4, 5, 9, 6, 8)]
 MODEL_LABELS = {"base": "base", "sr": "SR", "bc": "BC", "bc_sr": "BC+SR", "expert": "expert"}
+# SOTOPIA-pi's released models (human evaluation): labels, and the colour of the study model that
+# plays the same part (GPT-3.5 self-play has none).
+RELEASED_LABELS = {"mistral-7b": "base\n(Mistral-7B)", "sr": "SR", "bc": "BC", "bc+sr": "BC+SR", "gpt-4": "GPT-4",
+                   "gpt-3.5": "GPT-3.5\n(self-play)"}
+RELEASED_COLORS = {**{m: MODEL_COLORS[s] for m, s in PAPER_TO_STUDY.items()}, "gpt-3.5": PALETTE[4]}
+# MMLU's four categories as the figures and tables list them, then all questions.
+CATEGORY_ORDER = ("STEM", "humanities", "social sciences", "other", "all")
 TASK_SET_LABELS = {"sotopia_all": "SOTOPIA (all)", "sotopia_hard": "SOTOPIA-hard", "safety": "safety set"}
-RANGES: dict[str, tuple[float, float]] = {d.name: (d.low, d.high) for d in DIMENSIONS}
+RANGES: dict[str, tuple[float, float]] = dict(DIMENSION_RANGES)
 # Overall is the mean of the seven, so its range is the mean of their bounds.
 RANGES["overall"] = (sum(lo for lo, _ in RANGES.values()) / 7, sum(hi for _, hi in RANGES.values()) / 7)
 METRIC_LABELS = {
@@ -97,15 +111,37 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+P = ParamSpec("P")
+
+
+def styled(draw: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Draw a figure under the study's rc settings (fonts, grid, spines), leaving matplotlib's global
+    settings as they were."""
+
+    @functools.wraps(draw)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with matplotlib.rc_context(RC):
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """`name.png` (150 dpi) and `name.pdf` in out_dir; returns both paths."""
+    """`name.png` (150 dpi) and `name.pdf` in out_dir; returns both paths. The only place a figure is
+    written (tests spy on it to read the Figure objects)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=DPI)
-    fig.set_layout_engine("none")  # the constrained layout solved while drawing the PNG is kept for the PDF
-    fig.savefig(paths[1], metadata={"Creator": "sotopia_pi_lib.analysis"})
+    with matplotlib.rc_context(RC):
+        fig.savefig(paths[0], dpi=DPI)
+        fig.set_layout_engine("none")  # the constrained layout solved while drawing the PNG is kept for the PDF
+        fig.savefig(paths[1], metadata={"Creator": "sotopia_pi_lib.analysis"})
     return paths
+
+
+def save_all(figures: Mapping[str, Figure], out_dir: Path) -> dict[str, list[Path]]:
+    """Each figure as `<name>.png` and `<name>.pdf`; name -> [png, pdf], in the given order."""
+    return {name: save(fig, out_dir, name) for name, fig in figures.items()}
 
 
 def caption(fig: Figure, lines: Sequence[str]) -> None:
@@ -166,11 +202,20 @@ def published_handle(label: str) -> Line2D:
     return Line2D([], [], label=label, **PUBLISHED_MARKER)
 
 
-def ci_errors(stats: pd.DataFrame) -> np.ndarray:
-    """Asymmetric error-bar lengths; 0 where the interval is undefined (n = 1)."""
-    low = (stats["mean"] - stats["ci_low"]).fillna(0).clip(lower=0)
-    high = (stats["ci_high"] - stats["mean"]).fillna(0).clip(lower=0)
+def ci_errors(stats: pd.DataFrame, value: str = "mean") -> np.ndarray:
+    """Asymmetric error-bar lengths around `value`; 0 where the interval is undefined (n = 1)."""
+    low = (stats[value] - stats["ci_low"]).fillna(0).clip(lower=0)
+    high = (stats["ci_high"] - stats[value]).fillna(0).clip(lower=0)
     return np.vstack([low.to_numpy(float), high.to_numpy(float)])
+
+
+def _value_label(ax: Axes, x: float, row: pd.DataFrame, offset: float, fmt: str) -> None:
+    """The mean written just beyond its error bar: above a positive bar, below a negative one."""
+    mean = float(row["mean"].iloc[0])
+    up = mean >= 0
+    top = float(row["ci_high" if up else "ci_low"].fillna(row["mean"]).iloc[0])
+    ax.text(x, top + (offset if up else -offset), fmt.format(mean), ha="center", va="bottom" if up else "top",
+            fontsize=7)
 
 
 def bar_panel(
@@ -198,33 +243,16 @@ def bar_panel(
     for x, model in enumerate(models):
         if model not in stats.index:
             reason = (gaps or {}).get(model) or ""
-            no_data(
-                ax,
-                "no data" + (f"\n({reason})" if reason else ""),
-                x,
-                lo + 0.04 * (hi - lo),
-                data=True,
-                rotation=90,
-                va="bottom",
-            )
+            no_data(ax, "no data" + (f"\n({reason})" if reason else ""), x, lo + 0.04 * (hi - lo), data=True,
+                    rotation=90, va="bottom")
             ticks.append(f"{model_label(model)}\n—" if show_n else model_label(model))
             continue
         row = stats.loc[[model]]
         mean = float(row["mean"].iloc[0])
         ax.bar(x, mean, width=0.7, color=model_color(model, models), edgecolor="white", zorder=2)
-        ax.errorbar(
-            x, mean, yerr=ci_errors(row), fmt="none", ecolor="#222222", elinewidth=1, capsize=3, zorder=3
-        )
+        ax.errorbar(x, mean, yerr=ci_errors(row), fmt="none", ecolor="#222222", elinewidth=1, capsize=3, zorder=3)
         if value_labels:
-            top = (
-                float(row["ci_high"].fillna(row["mean"]).iloc[0])
-                if mean >= 0
-                else float(row["ci_low"].fillna(row["mean"]).iloc[0])
-            )
-            off = (hi - lo) * 0.02 * (1 if mean >= 0 else -1)
-            ax.text(
-                x, top + off, fmt.format(mean), ha="center", va="bottom" if mean >= 0 else "top", fontsize=7
-            )
+            _value_label(ax, x, row, (hi - lo) * 0.02, fmt)
         n = int(row["n"].iloc[0])
         ticks.append(f"{model_label(model)}\nn={n}" if show_n else model_label(model))
     for model, value in (published or {}).items():
