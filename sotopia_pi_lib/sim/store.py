@@ -11,8 +11,9 @@ import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from ..redact import scrub_text
 from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail
 from .episode import EpisodeRecord, Turn
 
@@ -29,6 +30,8 @@ class EpisodeFailure(BaseModel):
     turn: int
     error: str
     tags: dict[str, str] = Field(default_factory=dict)
+
+    _no_secrets = field_validator("error")(scrub_text)  # a backend error may echo a URL or key
 
 
 class EpisodeStore:
