@@ -13,16 +13,18 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from ..data.profiles import AgentProfile
 from ..errors import ConfigError, DataError, SotopiaPiError
 from ..llm.base import LLM
-from ..llm.types import LLMResponse
+from ..llm.cache import model_hash, request_key
+from ..llm.types import LLMRequest, LLMResponse
 from ..sim.episode import EpisodeRecord
 from .prompt import judge_request
-from .ratings import EpisodeRating, RatingKey, RatingStore, parse_judgement
+from .ratings import EpisodeRating, RatingFailure, RatingKey, RatingStore, parse_judgement
 from .rubric import DIMENSION_NAMES, REASONING_MAX_CHARS, RUBRIC_VERSION
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,42 @@ def rubric_version_for(reasoning_max_chars: int = REASONING_MAX_CHARS) -> str:
     return f"{RUBRIC_VERSION}/reasoning{reasoning_max_chars}"
 
 
-def _to_rating(
-    record: EpisodeRecord, response: LLMResponse, judge: str, sample: int, temperature: float, version: str
-) -> EpisodeRating:
-    where = f"judge {judge} on episode {record.episode_id} (sample {sample})"
+class PlannedRating(NamedTuple):
+    """One judgement to have: the episode, the sample, the exact request and the rating's key."""
+
+    record: EpisodeRecord
+    sample: int
+    request: LLMRequest
+    key: RatingKey
+
+
+def plan_ratings(
+    episodes: Sequence[EpisodeRecord],
+    judge: LLM,
+    *,
+    agents: Mapping[str, AgentProfile] | None,
+    samples: int,
+    temperature: float,
+    reasoning_max_chars: int,
+) -> list[PlannedRating]:
+    """Every (episode, sample) judgement of `judge`, keyed by the judge's identity and the full request
+    (the rubric prompt with the episode's transcript, schema, temperature, seed): the same key as the
+    response cache's, so a rating is reused exactly when its answer would be."""
+    label, version = judge.spec.label, rubric_version_for(reasoning_max_chars)
+    model = model_hash(judge.identity())
+    out = []
+    for rec in episodes:
+        for s in range(samples):
+            request = judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed,
+                                    reasoning_max_chars=reasoning_max_chars)
+            key = RatingKey(rec.episode_id, label, version, s, request_key(model, request)[:24])
+            out.append(PlannedRating(rec, s, request, key))
+    return out
+
+
+def _to_rating(planned: PlannedRating, response: LLMResponse, temperature: float) -> EpisodeRating:
+    record, key = planned.record, planned.key
+    where = f"judge {key.judge} on episode {record.episode_id} (sample {planned.sample})"
     if not response.ok:
         raise DataError(f"{where}: {response.error}")
     obj = response.parsed
@@ -64,36 +98,59 @@ def _to_rating(
             raise DataError(f"{where}: output is not JSON (finish_reason={response.finish_reason})") from None
     agents = parse_judgement(obj, where)
     return EpisodeRating(
-        episode_id=record.episode_id, judge=judge, rubric_version=version, sample_index=sample,
-        temperature=temperature, agents=agents, prompt_tokens=response.prompt_tokens,
-        completion_tokens=response.completion_tokens, latency_s=response.latency_s, cached=response.cached,
+        episode_id=record.episode_id, judge=key.judge, rubric_version=key.rubric_version,
+        sample_index=planned.sample, temperature=temperature, agents=agents, unit=key.unit,
+        prompt_tokens=response.prompt_tokens, completion_tokens=response.completion_tokens,
+        latency_s=response.latency_s, cached=response.cached,
     )  # fmt: skip
 
 
 def _judge_with(
-    llm: LLM,
-    todo: list[tuple[EpisodeRecord, int]],
+    llm: LLM, todo: list[PlannedRating], temperature: float, progress: bool
+) -> tuple[list[EpisodeRating], list[RatingFailure]]:
+    responses = llm.generate([p.request for p in todo], progress=progress)
+    ratings, failures = [], []
+    for planned, resp in zip(todo, responses, strict=True):
+        try:
+            ratings.append(_to_rating(planned, resp, temperature))
+        except SotopiaPiError as e:
+            log.warning("%s", e)
+            k = planned.key
+            failures.append(RatingFailure(episode_id=k.episode_id, judge=k.judge, rubric_version=k.rubric_version,
+                                          sample_index=k.sample_index, unit=k.unit,
+                                          error=str(e).split(": ", 1)[-1]))
+    return ratings, failures
+
+
+def _judge_all(
+    episodes: Sequence[EpisodeRecord],
+    judges: list[LLM],
+    have: Mapping[RatingKey, EpisodeRating],
+    *,
     agents: Mapping[str, AgentProfile] | None,
+    samples: int,
     temperature: float,
     progress: bool,
     reasoning_max_chars: int,
-) -> tuple[list[EpisodeRating], list[str]]:
-    label = llm.spec.label
-    version = rubric_version_for(reasoning_max_chars)
-    requests = [
-        judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed,
-                      reasoning_max_chars=reasoning_max_chars)
-        for rec, s in todo
-    ]
-    responses = llm.generate(requests, progress=progress)
-    ratings, failures = [], []
-    for (rec, s), resp in zip(todo, responses, strict=True):
-        try:
-            ratings.append(_to_rating(rec, resp, label, s, temperature, version))
-        except SotopiaPiError as e:
-            log.warning("%s", e)
-            failures.append(str(e))
-    return ratings, failures
+) -> tuple[dict[RatingKey, EpisodeRating], list[EpisodeRating], list[RatingFailure]]:
+    """(every wanted rating by key, the new ones, the failures), asking only what `have` lacks."""
+    out: dict[RatingKey, EpisodeRating] = {}
+    new: list[EpisodeRating] = []
+    failed: list[RatingFailure] = []
+    for llm in judges:
+        todo = []
+        for planned in plan_ratings(episodes, llm, agents=agents, samples=samples, temperature=temperature,
+                                    reasoning_max_chars=reasoning_max_chars):
+            if planned.key in have:
+                out[planned.key] = have[planned.key]
+            else:
+                todo.append(planned)
+        if todo:
+            ratings, failures = _judge_with(llm, todo, temperature, progress)
+            out.update((r.key, r) for r in ratings)
+            new += ratings
+            failed += failures
+    return out, new, failed
 
 
 def judge_episodes(
@@ -113,9 +170,11 @@ def judge_episodes(
     of its time writing it); a non-default cap is part of the ratings' rubric version.
 
     `agents` (SotopiaData.agents) is needed only for records that do not carry their profiles.
-    With a `store`, ratings already there (same episode, judge label, rubric version, sample) are not
-    asked again, and new ones are appended. Returns all ratings of these episodes by these judges
-    and samples, stored and new, in episode order; failures are logged and summarised, not returned.
+    With a `store`, ratings already there under the same key (episode, judge label, rubric version,
+    sample, and the hash of the judge's identity and request; see `plan_ratings`) are not asked again,
+    new ones are appended and failures go to the store's failures file. Returns all ratings of these
+    episodes by these judges and samples, stored and new, in episode order; failures are logged and
+    summarised, not returned.
     """
     judges = [judge] if isinstance(judge, LLM) else list(judge)
     temperature = judge_temperature(samples, temperature)
@@ -123,28 +182,17 @@ def judge_episodes(
     if len(set(labels)) != len(labels):
         raise ConfigError(f"judge models must have distinct labels, got {labels}")
     have = {r.key: r for r in store.read()} if store is not None else {}
-    out: dict[RatingKey, EpisodeRating] = {}
-    start, failed, new = perf_counter(), 0, 0
-    for llm, label in zip(judges, labels, strict=True):
-        todo = []
-        for rec in episodes:
-            for s in range(samples):
-                key = RatingKey(rec.episode_id, label, rubric_version_for(reasoning_max_chars), s)
-                if key in have:
-                    out[key] = have[key]
-                else:
-                    todo.append((rec, s))
-        if not todo:
-            continue
-        ratings, failures = _judge_with(llm, todo, agents, temperature, progress, reasoning_max_chars)
-        if store is not None:
-            store.append(ratings)
-        out.update((r.key, r) for r in ratings)
-        failed, new = failed + len(failures), new + len(ratings)
+    start = perf_counter()
+    out, new, failed = _judge_all(episodes, judges, have, agents=agents, samples=samples, temperature=temperature,
+                                  progress=progress, reasoning_max_chars=reasoning_max_chars)
+    if store is not None:
+        store.append(new)
+        store.append_failures(failed)
     if progress:
         print(
             f"judged {len(episodes)} episodes x {samples} sample(s) x {len(judges)} judge(s): "
-            f"{new} new, {len(out) - new} already rated, {failed} failed, {perf_counter() - start:.1f}s"
+            f"{len(new)} new, {len(out) - len(new)} already rated, {len(failed)} failed, "
+            f"{perf_counter() - start:.1f}s"
         )
     order = {e.episode_id: i for i, e in enumerate(episodes)}
     return sorted(out.values(), key=lambda r: (order[r.episode_id], labels.index(r.judge), r.sample_index))
@@ -218,23 +266,22 @@ def judge_into_stores(
     reasoning_max_chars: int = REASONING_MAX_CHARS,
 ) -> list[list[EpisodeRating]]:
     """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
-    than alone), each rating appended to its own file's store; returns every group's ratings."""
-    label, version = judge.spec.label, rubric_version_for(reasoning_max_chars)
-    todo, owner = [], {}
+    than alone), each rating (and failure) appended to its own file's store; returns every group's
+    ratings under the current keys (see `plan_ratings`)."""
+    temperature = judge_temperature(samples, temperature)
+    have: dict[RatingKey, EpisodeRating] = {}
+    owner: dict[str, int] = {}
     for gi, (episodes, store) in enumerate(groups):
-        have = store.keys()
-        for rec in episodes:
-            if any(RatingKey(rec.episode_id, label, version, s) not in have for s in range(samples)):
-                todo.append(rec)
-                owner[rec.episode_id] = gi
-    if todo:
-        new = judge_episodes(todo, judge, agents=agents, samples=samples, temperature=temperature,
-                             progress=progress, reasoning_max_chars=reasoning_max_chars)
-        for gi, (_, store) in enumerate(groups):
-            store.append(r for r in new if owner.get(r.episode_id) == gi)
-    out = []
-    for eps, store in groups:
-        ids = {e.episode_id for e in eps}
-        out.append([r for r in store.read() if r.judge == label and r.rubric_version == version
-                    and r.episode_id in ids])
-    return out
+        have |= {r.key: r for r in store.read()}
+        owner |= {rec.episode_id: gi for rec in episodes}
+    episodes = [rec for eps, _ in groups for rec in eps]
+    start = perf_counter()
+    out, new, failed = _judge_all(episodes, [judge], have, agents=agents, samples=samples, temperature=temperature,
+                                  progress=progress, reasoning_max_chars=reasoning_max_chars)
+    for gi, (_, store) in enumerate(groups):
+        store.append(r for r in new if owner[r.episode_id] == gi)
+        store.append_failures(f for f in failed if owner[f.episode_id] == gi)
+    if progress and (new or failed):
+        print(f"judged {len(episodes)} episodes in {len(groups)} files: {len(new)} new, "
+              f"{len(out) - len(new)} already rated, {len(failed)} failed, {perf_counter() - start:.1f}s")
+    return [[r for r in out.values() if owner[r.episode_id] == gi] for gi in range(len(groups))]

@@ -16,14 +16,16 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..llm.base import LLM
+from ..llm.cache import model_hash
 from ..llm.types import LLMRequest, LLMResponse, SamplingParams
+from ..store.keys import content_hash, result_fields
 from .episode import AgentAction, EpisodeRecord, Turn
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
@@ -45,6 +47,9 @@ class RunConfig(BaseModel):
     """How episodes are played. Paper setting: agents sample at temperature 1.0."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields that change how episodes are scheduled, never what they contain: left out of episode ids.
+    EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"progress", "max_live_episodes", "chained", "use_sessions"})
 
     rules: RuleConfig = RuleConfig()
     prompt_version: str = DEFAULT_PROMPT_VERSION
@@ -65,20 +70,39 @@ class RunResult(BaseModel):
     summary: RunSummary
 
 
-def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
-    """Same inputs -> same id, so a re-run recognises finished episodes (and hits the response cache)."""
+def model_hashes(models: Mapping[str, LLM]) -> dict[str, str]:
+    """Label -> hash of the model's identity (weights, adapter, dtype, endpoint...), for episode ids."""
+    return {label: model_hash(llm.identity()) for label, llm in models.items()}
+
+
+def episode_id(spec: EpisodeSpec, config: RunConfig, identities: Mapping[str, str]) -> str:
+    """A hash of everything that shapes the episode, so a re-run recognises finished episodes (and hits
+    the response cache) but never reuses one made under other settings: the full setup (scenario,
+    profiles, goals, relationship, ...), each seat's label and model identity (`identities`: label ->
+    model hash), the seed and tags, every result-shaping field of the simulation config (so a field
+    added to it later counts too) and the first prompt of each seat as rendered (so a changed prompt
+    template counts even without a new prompt_version)."""
     key = {
-        "env": spec.setup.env_id,
-        "combo": spec.setup.combo_id,
-        "agents": spec.setup.agent_ids,
-        "models": spec.models,
+        "v": 2,
+        "setup": spec.setup,
+        "models": [[label, identities[label]] for label in spec.models],
         "seed": spec.seed,
-        "tags": dict(sorted(spec.tags.items())),
-        "prompt": config.prompt_version,
-        "rules": config.rules.model_dump(),
+        "tags": spec.tags,
+        "simulation": result_fields(config),
+        "prompts": [content_hash(render_prompt(spec.setup, agent, [], config.prompt_version))
+                    for agent in (0, 1)],
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return f"ep-{digest[:20]}"
+    return f"ep-{content_hash(key, 20)}"
+
+
+def episode_ids(specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig) -> list[str]:
+    """The id of each spec (what `run_episodes` plays them as), in order."""
+    unknown = sorted({m for s in specs for m in s.models} - set(models))
+    if unknown:
+        raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
+    used = {m for s in specs for m in s.models}
+    identities = model_hashes({label: llm for label, llm in models.items() if label in used})
+    return [episode_id(spec, config, identities) for spec in specs]
 
 
 def turn_seed(seed: int, turn_index: int) -> int:
@@ -214,12 +238,8 @@ def _todo(
     specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig
 ) -> list[tuple[str, EpisodeSpec]]:
     get_style(config.prompt_version)
-    unknown = sorted({m for s in specs for m in s.models} - set(models))
-    if unknown:
-        raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
     ids: dict[str, EpisodeSpec] = {}
-    for spec in specs:
-        eid = episode_id(spec, config)
+    for spec, eid in zip(specs, episode_ids(specs, models, config), strict=True):
         if eid in ids:
             raise ConfigError(
                 f"two specs give episode {eid} (scenario {spec.setup.env_id}, same characters, models, "

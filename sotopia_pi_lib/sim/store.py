@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from ..redact import scrub_text
-from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail
+from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail, retain_jsonl
 from .episode import EpisodeRecord, Turn
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ class EpisodeStore:
 
     def __len__(self) -> int:
         return len(self.completed_ids())
+
+    def retain(self, ids: set[str]) -> int:
+        """Keep only episodes (and failure records) with these ids; the rest, made under other settings,
+        move to `superseded/` (see store.jsonl.retain_jsonl). Returns how many episodes moved."""
+        self._ensure_repaired()
+        retain_jsonl(self.failures_path, EpisodeFailure, lambda f: f.episode_id in ids)
+        return retain_jsonl(self.path, EpisodeRecord, lambda r: r.episode_id in ids)
 
 
 class RunSummary(BaseModel):
