@@ -221,24 +221,30 @@ def test_trained_adapter_changes_the_model(trained, embedded_model_dir, tokenize
 
 
 @pytest.mark.model
-def test_interrupted_training_resumes_from_its_last_checkpoint(train_file, tmp_path):
-    config = _config(batch_size=2, max_steps=4, save_steps=2)
+def test_interrupted_training_resumes_from_its_last_complete_checkpoint(train_file, tmp_path):
+    config = _config(batch_size=2, max_steps=4, save_steps=1)
     first = train_adapter(config, train_file, tmp_path / "run", callbacks=(StopAfter(2),))
     assert not first.completed and first.adapter_dir is None and first.global_step == 2
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    [run_dir] = (tmp_path / "run" / "checkpoints").iterdir()
+    assert (run_dir / "checkpoint-2" / train_mod.COMPLETE).is_file()
     assert not (tmp_path / "run" / "adapter").exists()
+    torn = run_dir / "checkpoint-3"  # a kill -9 during the next save: some files, no completion mark
+    torn.mkdir()
+    (torn / "optimizer.pt").write_bytes(b"\x80half a pickle")
 
     second = train_adapter(config, train_file, tmp_path / "run")
     assert second.resumed_from and second.resumed_from.endswith("checkpoint-2")
     assert second.completed and second.global_step == 4 and len(second.step_times_s) == 2
     assert [p.step for p in second.losses] == [1, 2, 3, 4]
-    assert (second.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (second.adapter_dir / "adapter_model.safetensors").is_file() and second.adapter_dir.is_symlink()
 
     straight = train_adapter(config, train_file, tmp_path / "straight")
     assert [p.loss for p in second.losses] == pytest.approx([p.loss for p in straight.losses], rel=1e-4)
 
-    with pytest.raises(ConfigError, match="another training file or config"):
-        train_adapter(_config(batch_size=2, max_steps=4, save_steps=2, lr=1e-3), train_file, tmp_path / "run")
+    # Another recipe on the same folder never resumes these checkpoints: it trains afresh, under its own key
+    other = train_adapter(_config(batch_size=2, max_steps=4, save_steps=1, lr=1e-3), train_file, tmp_path / "run")
+    assert other.resumed_from is None and other.completed and len(other.step_times_s) == 4
+    assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 2
 
 
 @pytest.mark.model

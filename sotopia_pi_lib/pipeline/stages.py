@@ -19,7 +19,7 @@ from ..evaluate.benchmark import BenchmarkPlan, BenchmarkRun, adapter_spec, run_
 from ..evaluate.compliance import ComplianceFlag, judge_compliance
 from ..evaluate.mmlu import MMLUResult, evaluate_mmlu, save_mmlu_results, select_questions
 from ..evaluate.safety import safety_env_ids
-from ..judge.ratings import RatingStore
+from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.types import ModelSpec
 from ..pi.collect import Collection, collect
@@ -30,6 +30,7 @@ from ..pi.sft_data import write_examples
 from ..pi.tasks import GeneratedTask, GenerationReport, read_tasks, write_tasks
 from ..pi.train import TrainResult, train_adapter
 from ..pi.train_model import load_tokenizer, resolve_base_model
+from ..sim.episode import EpisodeRecord
 from ..sim.store import EpisodeStore
 from ..store.files import atomic_write_text
 from .context import StageContext
@@ -47,6 +48,9 @@ def generate_rounds(ctx: StageContext) -> list[GenerationReport]:
                                 seed=cfg.run.seed * 100 + k, used_pks=used, round_=k)
         used |= set(report.used_pks)
         reports.append(report)
+    for r in reports:  # a rejected task is the generator's quality; a failed request is a failure
+        ctx.count_units("task requests", r.requests,
+                        [x.detail for x in r.rejected if x.reason == "request_failed"])
     tasks = [t for r in reports for t in r.tasks]
     write_tasks(ctx.paths.tasks, tasks)
     atomic_write_text(ctx.paths.rejected_tasks,
@@ -71,11 +75,29 @@ def round_tasks(ctx: StageContext, round_: int) -> list[GeneratedTask]:
 
 # 02 -----------------------------------------------------------------------------------------------
 def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> Collection:
-    return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
-                   judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
-                   ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                   judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
-                   seed=ctx.cfg.run.seed)
+    collection = collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
+                         judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
+                         ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
+                         judge_samples=ctx.cfg.judge.samples,
+                         reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ctx.cfg.run.seed)
+    count_failures(ctx, collection.summary.requested, collection.episodes, collection.ratings,
+                   ctx.paths.episodes(source, round_), ctx.paths.ratings(source, round_))
+    return collection
+
+
+def count_failures(ctx: StageContext, wanted: int, episodes: list[EpisodeRecord], ratings: list[EpisodeRating],
+                   episodes_path: Path, ratings_path: Path) -> None:
+    """Book a file pair's episodes and ratings with the failure budget: `wanted` episodes, of which those
+    not in `episodes` failed (causes from the failure records), and a rating per sample of each."""
+    done = {e.episode_id for e in episodes}
+    last = {f.episode_id: f.error for f in EpisodeStore(episodes_path).failures() if f.episode_id not in done}
+    missing = wanted - len(episodes)
+    ctx.count_units("episodes", wanted, (list(last.values()) + ["not played"] * missing)[:missing])
+    rated = {r.key for r in ratings}
+    reasons = {f.key: f.error for f in RatingStore(ratings_path).failures() if f.key not in rated}
+    expected = len(episodes) * ctx.cfg.judge.samples
+    unrated = max(0, expected - len(ratings))
+    ctx.count_units("ratings", expected, (list(reasons.values()) + ["not judged"] * unrated)[:unrated])
 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
@@ -212,6 +234,9 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
                              reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
+    for plan, run in zip(plans, runs, strict=True):
+        wanted = len(plan.combos) * (2 if ev.both_positions else 1)
+        count_failures(ctx, wanted, run.episodes, run.ratings, plan.episodes_path, plan.ratings_path)
     return runs
 
 
@@ -221,6 +246,7 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
     for run in (r for r in runs if r.task_set == "safety"):
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
                                   ctx.paths.compliance(run.model))
+    ctx.count_units("safety compliance flags", len(flags), [f.error for f in flags if f.error])
     return flags
 
 
@@ -268,6 +294,7 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
     out = {}
     for name in cfg.models:
         results = evaluate_mmlu(ctx.model(name, spec=policy_spec(ctx, name)), chosen, cfg)
+        ctx.count_units("MMLU answers", len(results), [r.error for r in results if r.error])
         save_mmlu_results(ctx.paths.mmlu(name), results)
         out[name] = results
     return out
