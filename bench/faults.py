@@ -86,10 +86,15 @@ class Space:
 
     results: Path
     cache: Path
+    log_name: str = "pipeline.log"
 
     @property
     def run(self) -> Path:
         return self.results / "ci"
+
+    @property
+    def log(self) -> Path:
+        return self.results.parent / self.log_name
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SOTOPIA_PI_RESULTS": str(self.results), "SOTOPIA_PI_CACHE": str(self.cache),
@@ -112,7 +117,7 @@ def space(workdir: Path, name: str, cache_from: Space | None = None, results_fro
 
 
 def start(s: Space, params: Path = CI, *extra: str) -> subprocess.Popen:
-    log = open(s.results.parent / "pipeline.log", "a")  # noqa: SIM115 -- closed with the process
+    log = open(s.log, "a")  # noqa: SIM115 -- closed with the process
     return subprocess.Popen([sys.executable, "-m", "sotopia_pi_lib.pipeline", "--params", str(params),
                              "--run", "ci", *extra], cwd=ROOT, env=s.env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -125,7 +130,7 @@ def finish(proc: subprocess.Popen, s: Space, timeout: float = 3600) -> tuple[int
     except subprocess.TimeoutExpired:
         kill_group(proc)
         rc = -9
-    tail = (s.results.parent / "pipeline.log").read_text(errors="replace").splitlines()[-12:]
+    tail = s.log.read_text(errors="replace").splitlines()[-12:]
     return rc, "\n".join(tail)
 
 
@@ -163,7 +168,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def running_stage(s: Space) -> str:
-    found = re.findall(r"\[(\d\d_\w+)\] running", (s.results.parent / "pipeline.log").read_text(errors="replace"))
+    found = re.findall(r"\[(\d\d_\w+)\] running", s.log.read_text(errors="replace"))
     return found[-1] if found else "startup"
 
 
@@ -199,7 +204,8 @@ def strip(node: Any) -> Any:
 def snapshot(run: Path) -> dict[str, Any]:
     """The comparable content of a run folder: JSONL records (sorted), JSON records, adapter weights."""
     out: dict[str, Any] = {"done": sorted(s for s in STAGES if (run / s / "_done.json").is_file())}
-    for f in sorted(run.rglob("*")):
+    links = [f for link in run.glob("04_train/*/adapter") for f in link.rglob("*")]  # rglob stops at links
+    for f in sorted([*run.rglob("*"), *links]):
         rel = f.relative_to(run)
         if not f.is_file() or SKIP_PARTS & set(rel.parts) or SKIP_NAMES.search(f.name):
             continue
@@ -374,7 +380,7 @@ class Bench:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (lock.is_file() and f'"pid": {first.pid}' in lock.read_text()):
             time.sleep(0.5)
-        second_space = Space(s.results, s.cache)
+        second_space = Space(s.results, s.cache, "second-writer.log")
         t0 = time.perf_counter()
         rc, tail = finish(start(second_space), second_space, timeout=120)
         took = time.perf_counter() - t0

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
-from sotopia_pi_lib.pi.train import COMPLETE, last_complete_checkpoint, publish_adapter
+from sotopia_pi_lib.pi.train import (
+    COMPLETE,
+    canonical_adapter_config,
+    last_complete_checkpoint,
+    publish_adapter,
+)
 
 
 def test_only_a_checkpoint_whose_save_completed_is_resumed(tmp_path):
@@ -52,3 +58,16 @@ def test_a_folder_from_the_older_layout_is_replaced_by_the_link(tmp_path):
     link = _adapter(tmp_path / "adapter", b"old")
     publish_adapter(_adapter(tmp_path / "new", b"new"), link)
     assert link.is_symlink() and (link / "adapter_model.safetensors").read_bytes() == b"new"
+
+
+def test_the_adapter_config_is_written_the_same_whatever_the_set_order(tmp_path):
+    """peft writes target_modules from a set: two processes gave ["v_proj", "q_proj"] and the reverse,
+    so the same training got two content hashes (and so new episode ids and cache keys)."""
+    files = []
+    for order in (["v_proj", "q_proj"], ["q_proj", "v_proj"]):
+        folder = tmp_path / "-".join(order)
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"target_modules": order, "r": 8}))
+        canonical_adapter_config(folder)
+        files.append((folder / "adapter_config.json").read_bytes())
+    assert files[0] == files[1] and json.loads(files[0])["target_modules"] == ["q_proj", "v_proj"]

@@ -293,8 +293,21 @@ def _save_adapter(trainer, partial: Path) -> Path:
     trainer.save_model(str(partial))
     if main:
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle, and a copy of provenance.config
+        canonical_adapter_config(partial)
     trainer.accelerator.wait_for_everyone()
     return partial
+
+
+def canonical_adapter_config(folder: Path) -> None:
+    """Rewrite adapter_config.json in a fixed order. peft writes `target_modules` from a set, whose order
+    changes with each process's string hashing; the adapter's content hash is its identity in episode
+    ids and cache keys, so the same training must give the same file."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def publish_adapter(partial: Path, link: Path) -> Path:
