@@ -193,12 +193,13 @@ def descendants(pid: int) -> list[int]:
 # -- what a run's results are -------------------------------------------------------------------------------
 
 
-def strip(node: Any) -> Any:
+def strip(node: Any, run: str) -> Any:
+    """A record without what differs between equal runs: timings, cache flags, the run folder's path."""
     if isinstance(node, dict):
-        return {k: strip(v) for k, v in node.items() if k not in VOLATILE}
+        return {k: strip(v, run) for k, v in node.items() if k not in VOLATILE}
     if isinstance(node, list):
-        return [strip(v) for v in node]
-    return node
+        return [strip(v, run) for v in node]
+    return node.replace(run, "<run>") if isinstance(node, str) else node
 
 
 def snapshot(run: Path) -> dict[str, Any]:
@@ -213,9 +214,9 @@ def snapshot(run: Path) -> dict[str, Any]:
             continue  # reached through the `adapter` link; checkpoints are resumable state, not results
         if f.suffix == ".jsonl":
             lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-            out[str(rel)] = sorted((strip(x) for x in lines), key=lambda r: json.dumps(r, sort_keys=True))
+            out[str(rel)] = sorted((strip(x, str(run)) for x in lines), key=lambda r: json.dumps(r, sort_keys=True))
         elif f.name in ("adapter_config.json", "provenance.json", "loss_curve.json"):
-            out[str(rel)] = strip(json.loads(f.read_text()))
+            out[str(rel)] = strip(json.loads(f.read_text()), str(run))
         elif f.name == "adapter_model.safetensors":
             from safetensors.numpy import load_file
 

@@ -11,6 +11,7 @@ from sotopia_pi_lib.pi.tasks import GeneratedTask, write_tasks
 from sotopia_pi_lib.pipeline import stages
 from sotopia_pi_lib.pipeline.budget import FailureBudget, FailureBudgetExceeded, failure_cause
 from sotopia_pi_lib.pipeline.context import open_stage
+from sotopia_pi_lib.store.lock import RunLock
 from sotopia_pi_lib.store.manifest import load_manifest
 
 
@@ -56,6 +57,7 @@ def test_over_budget_is_not_done_and_a_re_run_retries_only_the_failed(run):
         ctx.finish([ctx.paths.episodes("bc", 1)])
     assert not ctx.paths.done_marker("02_collect").exists()
     assert load_manifest(ctx.paths.root).stages["02_collect"].status == "failed"
+    RunLock(ctx.paths.root).acquire().release()  # the failed stage let go of the run
 
     healed = ScriptedPlayer()
     ctx, collection = collect(healed)

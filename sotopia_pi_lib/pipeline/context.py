@@ -94,9 +94,11 @@ class StageContext:
             print(m.usage.line())
         problems = self.failures.problems()
         end_stage(self.paths.root, self.record, "failed" if problems else "done")
-        self.failures.check()
-        mark_done(self.paths, self.stage, existing, self.inputs, {"failures": self.failures.summary()})
-        self.release()
+        try:
+            self.failures.check()
+            mark_done(self.paths, self.stage, existing, self.inputs, {"failures": self.failures.summary()})
+        finally:  # done or over the budget, this stage writes no more
+            self.release()
         return self.record
 
     def release(self) -> None:
