@@ -242,8 +242,8 @@ def test_interrupted_training_resumes_from_its_last_complete_checkpoint(train_fi
     assert [p.loss for p in second.losses] == pytest.approx([p.loss for p in straight.losses], rel=1e-4)
 
     # Another recipe on the same folder never resumes these checkpoints: it trains afresh, under its own key
-    other = train_adapter(_config(batch_size=2, max_steps=4, save_steps=1, lr=1e-3), train_file, tmp_path / "run")
-    assert other.resumed_from is None and other.completed and len(other.step_times_s) == 4
+    other = train_adapter(_config(batch_size=2, max_steps=1, save_steps=1, lr=1e-3), train_file, tmp_path / "run")
+    assert other.resumed_from is None and other.completed and len(other.step_times_s) == 1
     assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 2
 
 
