@@ -193,13 +193,16 @@ def descendants(pid: int) -> list[int]:
 # -- what a run's results are -------------------------------------------------------------------------------
 
 
-def strip(node: Any, run: str) -> Any:
+RUN_PATH = re.compile(r"/[^\s\"']*/results/ci(?=/|$)")  # any scenario's run folder (results may be copied)
+
+
+def strip(node: Any) -> Any:
     """A record without what differs between equal runs: timings, cache flags, the run folder's path."""
     if isinstance(node, dict):
-        return {k: strip(v, run) for k, v in node.items() if k not in VOLATILE}
+        return {k: strip(v) for k, v in node.items() if k not in VOLATILE}
     if isinstance(node, list):
-        return [strip(v, run) for v in node]
-    return node.replace(run, "<run>") if isinstance(node, str) else node
+        return [strip(v) for v in node]
+    return RUN_PATH.sub("<run>", node) if isinstance(node, str) else node
 
 
 def snapshot(run: Path) -> dict[str, Any]:
@@ -214,9 +217,9 @@ def snapshot(run: Path) -> dict[str, Any]:
             continue  # reached through the `adapter` link; checkpoints are resumable state, not results
         if f.suffix == ".jsonl":
             lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-            out[str(rel)] = sorted((strip(x, str(run)) for x in lines), key=lambda r: json.dumps(r, sort_keys=True))
+            out[str(rel)] = sorted((strip(x) for x in lines), key=lambda r: json.dumps(r, sort_keys=True))
         elif f.name in ("adapter_config.json", "provenance.json", "loss_curve.json"):
-            out[str(rel)] = strip(json.loads(f.read_text()), str(run))
+            out[str(rel)] = strip(json.loads(f.read_text()))
         elif f.name == "adapter_model.safetensors":
             from safetensors.numpy import load_file
 
@@ -433,7 +436,7 @@ class Bench:
                                f"{last_error(tail).split('error: ')[-1][-120:]}")
             srv.mode = "faults"
             ok, errors = run_to_end(s, params, attempts=8)
-            injected = ", ".join(f"{k} {v}" for k, v in sorted(srv.counts.items()) if k != "quota")
+            injected = ", ".join(f"{k} {v}" for k, v in sorted(srv.counts.items()) if k not in ("quota", "none"))
             faults.notes.append(f"injected {injected}; {len(errors)} stage failure(s) before completing"
                                 + (f" (e.g. {errors[0].split('error: ')[-1][:90]})" if errors else ""))
             if not ok:

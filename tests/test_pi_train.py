@@ -248,6 +248,19 @@ def test_interrupted_training_resumes_from_its_last_complete_checkpoint(train_fi
 
 
 @pytest.mark.model
+def test_a_finished_run_run_again_reproduces_its_adapter(train_file, tmp_path):
+    """A re-run stage trains the same folder again. Its last checkpoint ends mid-epoch (3 of 4 examples);
+    resumed from there, the Trainer took a 4th step (transformers 5) and changed the adapter."""
+    config = _config(batch_size=1, max_steps=3, save_steps=1)
+    first = train_adapter(config, train_file, tmp_path / "run")
+    weights = (first.adapter_dir / "adapter_model.safetensors").read_bytes()
+    again = train_adapter(config, train_file, tmp_path / "run")
+    assert again.resumed_from.endswith("checkpoint-3") and again.global_step == 3
+    assert [p.step for p in again.losses] == [1, 2, 3]
+    assert (again.adapter_dir / "adapter_model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.model
 def test_continuing_from_an_adapter_records_its_parent(trained, train_file, tmp_path):
     result = train_adapter(_config(max_steps=1, init_adapter=str(trained.adapter_dir)), train_file, tmp_path)
     prov = json.loads((result.adapter_dir / "provenance.json").read_text())

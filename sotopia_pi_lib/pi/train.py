@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
-from transformers import TrainerCallback, set_seed
+from transformers import TrainerCallback, TrainerState, set_seed
 
 from ..errors import ConfigError
 from ..llm.fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
@@ -194,6 +194,24 @@ def run_fingerprint(config: TrainConfig, train_sha256: str) -> dict:
             "init_adapter_sha256": parent}
 
 
+def finished_state(checkpoint: str | None) -> TrainerState | None:
+    """The trainer state of a checkpoint that already holds the run's last step, else None. Resuming
+    from such a checkpoint, the Trainer trains one step more than max_steps (transformers 5), so a
+    re-run of a finished training would change the adapter instead of reproducing it."""
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state if 0 < state.max_steps <= state.global_step else None
+
+
+def load_checkpoint_weights(trainer, checkpoint: str) -> None:
+    """Put a checkpoint's adapter weights into the trainer's (freshly initialised) peft model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+
+
 def _resume_point(output_dir: Path, fingerprint: dict) -> tuple[Path, str | None]:
     """This run's checkpoint folder (keyed by its fingerprint) and the checkpoint to resume from."""
     run_dir = output_dir / CHECKPOINTS / content_hash(fingerprint, 16)
@@ -251,7 +269,12 @@ def train_adapter(
     prep = prepare_training(config, train_file, output_dir, callbacks)
     trainer = prep.trainer
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=prep.resume_from)
+    finished = finished_state(prep.resume_from)
+    if finished is not None:  # the run is complete: take its last checkpoint as it is
+        load_checkpoint_weights(trainer, prep.resume_from)
+        trainer.state = finished
+    else:
+        trainer.train(resume_from_checkpoint=prep.resume_from)
     train_time = time.perf_counter() - t0
     state = trainer.state
     losses = loss_points(state.log_history)
