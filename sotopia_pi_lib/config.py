@@ -33,6 +33,10 @@ class _Strict(BaseModel):
 class RunConfig(_Strict):
     name: str = Field(description="run folder under results/")
     seed: int = 0
+    max_failure_fraction: float = Field(
+        0.02, ge=0.0, le=1.0,
+        description="a stage with a larger share of failed units (episodes, ratings, tasks, MMLU answers) "
+                    "of any kind fails and is not marked done")
 
 
 class SimulationConfig(EpisodeRunConfig):

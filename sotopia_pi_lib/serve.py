@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from .llm.registry import build_llm
-        from .llm.server import create_app
+        from .llm.server import create_app, exposure_warning
 
         llm = build_llm(spec, cache="default" if args.cache else None)
     except SotopiaPiError as exc:
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(
         llm, model_name=name, api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms
     )
+    warning = exposure_warning(args.host, api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     auth = f"Bearer key from ${args.api_key_env}" if api_key else "no API key"
     print(f"Serving {spec.label} as model {name!r} on http://{args.host}:{args.port}/v1 ({auth})", flush=True)
     try:

@@ -131,11 +131,11 @@ def test_embedded_judge_scores_in_range_overall_is_mean_and_resume_skips(sotopia
     assert store.read() == ratings
     print(f"judged {len(ratings)} episodes, {sum(r.completion_tokens for r in ratings)} completion tokens")
 
-    class Refuse(LLM):  # a resumed run must not ask the judge again
+    class Refuse(LLM):  # a resumed run must not ask the same judge again
         spec = judge.spec
 
         def identity(self):
-            return {}
+            return judge.identity()
 
         def generate(self, requests, *, progress=False):
             raise AssertionError(f"asked to generate {len(requests)} judgements that were already stored")

@@ -1,15 +1,19 @@
 """The openai backend against fault-injecting OpenAI-compatible servers on loopback (no internet).
 
 Each request's last user message tells the test server how to behave on successive attempts, e.g.
-`500,500` fails twice then answers; `hang` never answers in time; `bad-json` answers prose first.
+`500,500` fails twice then answers; `hang` never answers in time; `bad-json` answers prose first;
+`quota`, `401`, `403` and `404` are permanent errors. Injected transient errors carry `retry-after-ms: 5`,
+which the openai SDK honours, so retries cost milliseconds here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.json_output import derive_seed
-from sotopia_pi_lib.llm.openai_backend import OpenAIModel
+from sotopia_pi_lib.llm.openai_backend import OpenAIModel, PermanentAPIError
 from sotopia_pi_lib.llm.pricing import DEFAULT_PRICES, find_price, price_table
 from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.llm.server import BackgroundServer
@@ -33,12 +37,15 @@ SCHEMA = {
     "required": ["action_type", "argument"],
 }
 GOOD = {"action_type": "speak", "argument": "hello"}
+PERMANENT = {"quota": (429, "insufficient_quota"), "401": (401, "invalid_api_key"), "403": (403, None),
+             "404": (404, "model_not_found")}
 
 
 def fault_app(require_key: str | None = None) -> FastAPI:
     """A chat-completions endpoint whose behaviour each request script chooses (see module doc)."""
     app = FastAPI()
     app.state.attempts = Counter()
+    app.state.times = defaultdict(list)
     app.state.bodies = []
 
     @app.post("/v1/chat/completions")
@@ -59,18 +66,27 @@ def fault_app(require_key: str | None = None) -> FastAPI:
             script = "bad-json-repaired"  # the repair turn (assistant reply + user correction) arrived
         attempt = app.state.attempts[script]
         app.state.attempts[script] += 1
+        app.state.times[script].append(time.monotonic())
         steps = script.split(",")
         step = steps[attempt] if attempt < len(steps) else "ok"
         if step == "hang":
             await asyncio.sleep(2.0)
         if step == "slow":
             await asyncio.sleep(0.3)
+        if step in PERMANENT:
+            status, code = PERMANENT[step]
+            error = {"message": f"injected {step}", "type": "invalid_request_error", "code": code}
+            return JSONResponse({"error": error}, status_code=status)
+        if step.startswith("wait-"):  # `wait-ms`, `wait-date`: a 429 saying when to come back, in that form
+            form = step.removeprefix("wait-")
+            headers = ({"retry-after-ms": "400"} if form == "ms" else
+                       {"retry-after": email.utils.formatdate(time.time() + 2, usegmt=True)})
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers=headers)
         if step.isdigit():
-            headers = {"retry-after": "0"} if step == "429" else {}
             return JSONResponse(
                 {"error": {"message": f"injected {step}", "type": "server_error"}},
                 status_code=int(step),
-                headers=headers,
+                headers={"retry-after-ms": "5"},
             )
         rf = body.get("response_format") or {}
         if step == "no-json-schema" and rf.get("type") == "json_schema":
@@ -112,7 +128,7 @@ def server() -> Iterator[BackgroundServer]:
 
 def model(srv: BackgroundServer, **options: Any) -> OpenAIModel:
     # a 1 s timeout: `hang` (2 s) always times out, and an answer delayed by a busy machine does not
-    opts = {"base_url": srv.base_url, "timeout_s": 1.0, "max_retries": 2, "backoff_s": 0.01, **options}
+    opts = {"base_url": srv.base_url, "timeout_s": 1.0, "max_retries": 2, **options}
     return OpenAIModel(ModelSpec(backend="openai", model="test-model", options=opts))
 
 
@@ -221,7 +237,7 @@ def test_api_key_never_reaches_logs_identity_results_or_cache(
     monkeypatch.setenv("TEST_OPENAI_KEY", KEY)
     caplog.set_level(logging.DEBUG)
     with BackgroundServer(fault_app(require_key=KEY)) as srv:
-        opts = {"base_url": srv.base_url, "api_key_env": "TEST_OPENAI_KEY", "backoff_s": 0.01}
+        opts = {"base_url": srv.base_url, "api_key_env": "TEST_OPENAI_KEY"}
         cache = ResponseCache(tmp_path / "cache.sqlite")
         llm = build_llm(ModelSpec(backend="openai", model="test-model", options=opts), cache=cache)
         ok = llm.generate([req("hello", SCHEMA), req("500")])
@@ -229,18 +245,19 @@ def test_api_key_never_reaches_logs_identity_results_or_cache(
         wrong = OpenAIModel(
             ModelSpec(backend="openai", model="m", options={**opts, "api_key_env": "WRONG_KEY"})
         )
-        [denied] = wrong.generate([req("hello")])
+        with pytest.raises(PermanentAPIError, match="authentication failed") as denied:
+            wrong.generate([req("hello")])
         cache.close()
-    assert all(r.ok for r in ok) and not denied.ok and "401" in denied.error
+    assert all(r.ok for r in ok) and "$WRONG_KEY" in str(denied.value)
     written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert len(written) > 0
     shown = [
         caplog.text,
         json.dumps(llm.identity()),
-        *(r.model_dump_json() for r in [*ok, denied]),
+        *(r.model_dump_json() for r in ok),
+        str(denied.value),
         wrong.usage_summary().model_dump_json(),
     ]
-    assert "401" in caplog.text or "authentication failed" in denied.error
     for secret in (KEY, KEY[-10:]):  # not even the tail a 401 message echoes
         assert all(secret not in text for text in shown)
         assert secret.encode() not in written
@@ -270,14 +287,42 @@ def test_price_table_defaults_snapshots_and_bad_overrides() -> None:
         price_table({"gpt-4": {"input": 1}})
 
 
-def test_identity_names_host_and_model_but_no_secret(server: BackgroundServer) -> None:
+def test_identity_names_the_full_endpoint_and_model_but_no_secret(server: BackgroundServer) -> None:
     identity = model(server).identity()
     assert identity == {
         "backend": "openai",
-        "host": f"127.0.0.1:{server.port}",
+        "base_url": f"http://127.0.0.1:{server.port}/v1",
         "model": "test-model",
         "structured": "auto",
-    }
+    }  # the fault server has no /v1/models, so it reports nothing about its weights
+    other_path = model(server, base_url=f"http://user:pw@127.0.0.1:{server.port}/v2?key=abc").identity()
+    assert other_path["base_url"] == f"http://127.0.0.1:{server.port}/v2"
+
+
+def test_retry_after_in_milliseconds_and_as_a_date_is_honoured(server: BackgroundServer) -> None:
+    """The SDK's own retries: `retry-after-ms: 400` waits 0.4 s, an HTTP date ~2 s ahead about that
+    long (a date has whole seconds), where plain back-off would wait ~0.5 s."""
+    llm = model(server, timeout_s=10.0)
+    ms, date = llm.generate([req("wait-ms"), req("wait-date")])
+    assert ms.ok and date.ok
+    times = server.server.config.app.state.times
+    assert 0.38 <= times["wait-ms"][1] - times["wait-ms"][0] < 1.5
+    assert times["wait-date"][1] - times["wait-date"][0] >= 0.9
+    assert llm.usage_summary().retries == 2
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ("quota", "insufficient_quota"), ("401", "authentication failed"), ("403", "permission denied"),
+    ("404", "model not found")])
+def test_permanent_errors_stop_at_the_first_and_are_not_retried(server: BackgroundServer, script: str,
+                                                                 message: str) -> None:
+    llm = model(server, max_retries=3)
+    with pytest.raises(PermanentAPIError, match=message):
+        llm.generate([req(script)] + [req(f"{script}-other-{i}") for i in range(3)])
+    assert server.server.config.app.state.attempts[script] == 1  # never retried
+    with pytest.raises(PermanentAPIError, match=message):  # a chained run stops the same way
+        llm.generate_chained([(("x", 0), req(f"{script},{script}"))], lambda k, r: [])
+    llm.close()
 
 
 def test_chained_follow_ups_do_not_wait_for_a_slow_reply(server: BackgroundServer) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sotopia_pi_lib.errors import ConfigError
+from sotopia_pi_lib.errors import BackendError, ConfigError
 from sotopia_pi_lib.llm.base import LLM
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.registry import CachedLLM, backend_class, build_llm, check_spec, parse_spec
@@ -113,11 +113,14 @@ def test_openai_key_never_reaches_the_cache(tmp_path, monkeypatch):
     spec = {"backend": "openai", "model": "gpt-test", "options": {"base_url": "http://127.0.0.1:9/v1",
                                                                  "max_retries": 0, "timeout_s": 5}}  # fmt: skip
     llm = build_llm(spec, cache=cache)
-    failed = llm.generate(requests(2))  # nothing listens on port 9
-    assert all(not r.ok for r in failed) and cache.count() == 0
-    cache.put_many(llm.identity(), [("k", LLMResponse(text="hello"))])
-    assert cache.count(llm.identity()) == 1
+    with pytest.raises(BackendError, match=r"cannot ask http://127.0.0.1:9/v1/models") as unreachable:
+        llm.generate(requests(2))  # nothing listens on port 9, so nothing says what it would serve
+    assert secret not in str(unreachable.value) and cache.count() == 0
+    remote = build_llm({**spec, "options": {"base_url": "https://api.openai.com/v1"}}, cache=cache)
+    cache.put_many(remote.identity(), [("k", LLMResponse(text="hello"))])
+    assert cache.count(remote.identity()) == 1
     llm.close()
+    remote.close()
     cache.close()
     assert all(secret.encode() not in p.read_bytes() for p in tmp_path.iterdir())
 

@@ -1,7 +1,7 @@
 """End to end: the six notebooks on the `ci` profile under papermill, with the real embedded model.
 
-Runs into a temporary results folder; the response cache is the project's, so a second run of this
-test replays most LLM calls.
+Runs into a temporary results folder with a fresh response cache of its own, so every answer is
+generated here (a used machine's cache never replays them) and the project's cache is left alone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from sotopia_pi_lib.official import official_available
 from sotopia_pi_lib.pi.sft import to_examples
 from sotopia_pi_lib.pi.sft_data import read_examples
 from sotopia_pi_lib.pipeline.context import resolve_params
-from sotopia_pi_lib.pipeline.runner import run_pipeline, stale_reasons
+from sotopia_pi_lib.pipeline.freshness import stale_reasons
+from sotopia_pi_lib.pipeline.runner import run_pipeline
 from sotopia_pi_lib.sim import EpisodeStore, make_specs, run_episodes, setups_for_task_set
 from sotopia_pi_lib.store.run import STAGES, RunPaths, stage_problems
 
@@ -33,6 +34,7 @@ def ci_run(tmp_path_factory, embedded_model_dir):
     base = tmp_path_factory.mktemp("results")
     mp = pytest.MonkeyPatch()
     mp.setenv("SOTOPIA_PI_RESULTS", str(base))
+    mp.setenv("SOTOPIA_PI_CACHE", str(tmp_path_factory.mktemp("cache") / "responses.sqlite"))
     mp.setenv("OMP_WAIT_POLICY", "PASSIVE")
     try:
         run_pipeline("params/ci.yaml")
@@ -109,14 +111,25 @@ def test_released_human_evaluation(ci_run):
     assert "## SOTOPIA-pi's released human evaluation" in ci_run.summary.read_text()
 
 
+def test_the_run_used_its_own_cache_and_recorded_its_inputs(ci_run):
+    from sotopia_pi_lib.llm.cache import ResponseCache, default_cache_path
+
+    own = default_cache_path()  # the fixture's fresh file, filled by this run's generations only
+    assert own.is_relative_to(ci_run.root.parent.parent) and ResponseCache(own).count() > 0
+    for stage in STAGES:
+        marker = json.loads(ci_run.done_marker(stage).read_text())
+        assert marker["inputs"]["params"] and marker["inputs"]["library"]["source"]
+        assert all(c["failed"] <= c["total"] for c in marker["failures"].values())
+
+
 def test_second_run_skips_and_a_deleted_file_reruns_its_stage(ci_run, monkeypatch, capsys):
     monkeypatch.setenv("SOTOPIA_PI_RESULTS", str(ci_run.root.parent))
     run_pipeline("params/ci.yaml")
-    assert capsys.readouterr().out.count("complete, skipped") == len(STAGES)
+    assert capsys.readouterr().out.count("fresh, skipped") == len(STAGES)
     ci_run.sft("sr", 1).unlink()
-    assert stale_reasons(ci_run, "03_filter", resolve_params("params/ci.yaml")) == [
-        "03_filter: output 03_filter/sr_round1.sft.jsonl was deleted"]
-    assert stale_reasons(ci_run, "02_collect", resolve_params("params/ci.yaml")) == []
+    cfg = load_config(resolve_params("params/ci.yaml"))
+    assert stale_reasons(ci_run, "03_filter", cfg) == ["03_filter: output 03_filter/sr_round1.sft.jsonl was deleted"]
+    assert stale_reasons(ci_run, "02_collect", cfg) == []
 
 
 @pytest.mark.skipif(not official_available(), reason="run `make sotopia` first")

@@ -43,7 +43,7 @@ def test_the_project_style_is_named_by_its_prompt_version(sotopia):
 
 def test_the_style_and_its_decoding_are_part_of_the_episode(sotopia):
     [spec] = make_specs(setups_for_task_set(sotopia, "sotopia_hard")[:1], ("m", "m"))
-    ids = {episode_id(spec, c) for c in (RunConfig(), SOTOPIA, JSON_STYLE)}
+    ids = {episode_id(spec, c, {"m": "same-model"}) for c in (RunConfig(), SOTOPIA, JSON_STYLE)}
     assert len(ids) == 3
     assert style_version(SOTOPIA) == "sotopia==0.0.6" and style_version(JSON_STYLE) == "sotopia==0.0.6+json"
     assert is_official_style("sotopia==0.0.6") and not is_official_style("sotopia-pi-lib/v2")
@@ -289,7 +289,7 @@ def test_an_episode_on_the_embedded_model_records_what_the_package_rendered(soto
     with OfficialSession({"embedded": llm}, SessionConfig(max_live=1)) as session:
         session.router.schemas["action"] = action_schema_from(session.hello["schemas"]["action"], 60)
         play = OfficialPlay(config, session)
-        session.submit(play.job(episode_id(spec, config), spec) | {"log_prompts": True})
+        session.submit(play.job(episode_id(spec, config, {"embedded": "embedded"}), spec) | {"log_prompts": True})
         [(result, exchanges)] = list(session.results())
     turns = play.outcome(result, exchanges)
     assert not isinstance(turns, str), turns

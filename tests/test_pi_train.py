@@ -221,24 +221,43 @@ def test_trained_adapter_changes_the_model(trained, embedded_model_dir, tokenize
 
 
 @pytest.mark.model
-def test_interrupted_training_resumes_from_its_last_checkpoint(train_file, tmp_path):
-    config = _config(batch_size=2, max_steps=4, save_steps=2)
+def test_interrupted_training_resumes_from_its_last_complete_checkpoint(train_file, tmp_path):
+    config = _config(batch_size=2, max_steps=4, save_steps=1)
     first = train_adapter(config, train_file, tmp_path / "run", callbacks=(StopAfter(2),))
     assert not first.completed and first.adapter_dir is None and first.global_step == 2
-    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    [run_dir] = (tmp_path / "run" / "checkpoints").iterdir()
+    assert (run_dir / "checkpoint-2" / train_mod.COMPLETE).is_file()
     assert not (tmp_path / "run" / "adapter").exists()
+    torn = run_dir / "checkpoint-3"  # a kill -9 during the next save: some files, no completion mark
+    torn.mkdir()
+    (torn / "optimizer.pt").write_bytes(b"\x80half a pickle")
 
     second = train_adapter(config, train_file, tmp_path / "run")
     assert second.resumed_from and second.resumed_from.endswith("checkpoint-2")
     assert second.completed and second.global_step == 4 and len(second.step_times_s) == 2
     assert [p.step for p in second.losses] == [1, 2, 3, 4]
-    assert (second.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (second.adapter_dir / "adapter_model.safetensors").is_file() and second.adapter_dir.is_symlink()
 
     straight = train_adapter(config, train_file, tmp_path / "straight")
     assert [p.loss for p in second.losses] == pytest.approx([p.loss for p in straight.losses], rel=1e-4)
 
-    with pytest.raises(ConfigError, match="another training file or config"):
-        train_adapter(_config(batch_size=2, max_steps=4, save_steps=2, lr=1e-3), train_file, tmp_path / "run")
+    # Another recipe on the same folder never resumes these checkpoints: it trains afresh, under its own key
+    other = train_adapter(_config(batch_size=2, max_steps=1, save_steps=1, lr=1e-3), train_file, tmp_path / "run")
+    assert other.resumed_from is None and other.completed and len(other.step_times_s) == 1
+    assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 2
+
+
+@pytest.mark.model
+def test_a_finished_run_run_again_reproduces_its_adapter(train_file, tmp_path):
+    """A re-run stage trains the same folder again. Its last checkpoint ends mid-epoch (3 of 4 examples);
+    resumed from there, the Trainer took a 4th step (transformers 5) and changed the adapter."""
+    config = _config(batch_size=1, max_steps=3, save_steps=1)
+    first = train_adapter(config, train_file, tmp_path / "run")
+    weights = (first.adapter_dir / "adapter_model.safetensors").read_bytes()
+    again = train_adapter(config, train_file, tmp_path / "run")
+    assert again.resumed_from.endswith("checkpoint-3") and again.global_step == 3
+    assert [p.step for p in again.losses] == [1, 2, 3]
+    assert (again.adapter_dir / "adapter_model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.model

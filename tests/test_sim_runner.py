@@ -25,6 +25,7 @@ from sotopia_pi_lib.sim import (
     run_episodes,
     setups_for_task_set,
 )
+from sotopia_pi_lib.sim.runner import model_hashes
 from sotopia_pi_lib.sim.visibility import render_goal
 
 pytestmark = pytest.mark.model
@@ -62,6 +63,11 @@ def llm(embedded_model_dir) -> LLM:
 def setups(sotopia):
     full = setups_for_task_set(sotopia, "sotopia_all")
     return [s for s in full if render_goal(s.goals[0], 0, "environment") != render_goal(s.goals[1], 1, "environment")][::50]
+
+
+def eid(spec, config: RunConfig, llm: LLM) -> str:
+    """The id run_episodes gives `spec` when label "m" is `llm`."""
+    return episode_id(spec, config, model_hashes({"m": llm}))
 
 
 def turn_requests(calls: list[list[LLMRequest]]) -> dict[str, list[LLMRequest]]:
@@ -125,7 +131,7 @@ def test_leave_stale_and_cap_end_episodes(llm, setups):
     """Official ending: a `none` by the second agent is stale at once; the limit of 4 is exceeded at 5."""
     config = RunConfig(rules=RuleConfig(max_turns=4), chained=False, **FAST)
     specs = make_specs(setups[:3], ("m", "m"), seed=3)
-    leave, stale, capped = (episode_id(s, config) for s in specs)
+    leave, stale, capped = (eid(s, config, llm) for s in specs)
     plan = {leave: {1: ["leave"]}, stale: {1: ["none"]}}
     model = Wrapper(llm, _force(lambda ep, i: plan.get(ep, {}).get(i, ["speak", "action"])))
     records = {r.episode_id: r for r in run_episodes(specs, {"m": model}, config).records}
@@ -143,7 +149,7 @@ def test_failed_turn_retried_once_then_reported(llm, setups, tmp_path):
     specs = make_specs(setups[:2], ("m", "m"), seed=5)
     store = EpisodeStore(tmp_path / "episodes.jsonl")
     config = RunConfig(rules=RuleConfig(max_turns=2), **FAST)
-    doomed = f"{episode_id(specs[0], config)}/0"  # agent 0 of the first episode always fails
+    doomed = f"{eid(specs[0], config, llm)}/0"  # agent 0 of the first episode always fails
 
     class Failing(Wrapper):
         def generate(self, requests, *, progress=False):
@@ -156,7 +162,7 @@ def test_failed_turn_retried_once_then_reported(llm, setups, tmp_path):
     result = run_episodes(specs, {"m": model}, config, store)
     assert result.summary.completed == 1 and result.summary.failed == 1
     failure = result.summary.failures[0]
-    assert (failure.episode_id, failure.turn, failure.error) == (episode_id(specs[0], config), 0, "boom")
+    assert (failure.episode_id, failure.turn, failure.error) == (eid(specs[0], config, llm), 0, "boom")
     assert sum(r.session == doomed for batch in model.calls for r in batch) == 2  # first try + one retry
     assert store.completed_ids() == {result.records[0].episode_id} and store.failures() == [failure]
 
@@ -170,7 +176,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
     the run is killed after A and B are stored, while C is in flight with two turns generated."""
     config = RunConfig(rules=RuleConfig(max_turns=3), max_live_episodes=2, **FAST)
     specs = make_specs(setups[:3], ("m", "m"), seed=11, tags={"source": "test"})
-    a = episode_id(specs[0], config)
+    a = eid(specs[0], config, llm)
     force = _force(lambda ep, i: ["leave"] if (ep, i) == (a, 1) else ["speak", "action"])
     path = tmp_path / "episodes.jsonl"
     cached = build_llm(ModelSpec(backend="hf", model="embedded"), cache=ResponseCache(tmp_path / "c.sqlite"))
@@ -183,7 +189,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
     with pytest.raises(Crash):
         run_episodes(specs, {"m": Wrapper(cached, crash_after_two)}, config, EpisodeStore(path))
     before = EpisodeStore(path).completed_ids()
-    assert before == {a, episode_id(specs[1], config)}
+    assert before == {a, eid(specs[1], config, llm)}
     with open(path, "ab") as f:  # and a write torn by the kill
         f.write(b'{"episode_id": "ep-torn", "env_')
     result = run_episodes(
@@ -193,7 +199,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(llm, setups, tmp_path):
     assert result.summary.cached_turns == 2  # C's first two turns replay from the response cache
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     ids = [r.episode_id for r in EpisodeStore(path).records()]
-    assert len(lines) == len(ids) == 3 and set(ids) == {episode_id(s, config) for s in specs}
+    assert len(lines) == len(ids) == 3 and set(ids) == {eid(s, config, llm) for s in specs}
 
 
 def test_chained_self_play_matches_rounds(setups):
@@ -233,4 +239,4 @@ def test_chained_run_killed_resumes_without_loss_or_duplicates(llm, setups, tmp_
     result = run_episodes(specs, {"m": llm}, config, EpisodeStore(path))
     assert (result.summary.skipped, result.summary.completed) == (2, 1)
     ids = [r.episode_id for r in EpisodeStore(path).records()]
-    assert len(ids) == 3 and set(ids) == {episode_id(s, config) for s in specs}
+    assert len(ids) == 3 and set(ids) == {eid(s, config, llm) for s in specs}

@@ -42,14 +42,24 @@ def test_resumed_run_keeps_its_stages(tmp_path):
     assert "01_generate" in m.stages and m.created == created and m.params == {"x": 1}
 
 
-def test_secrets_never_reach_the_manifest(tmp_path):
+def test_secrets_never_reach_the_manifest(tmp_path, monkeypatch):
     key = "sk-" + "a1B2" * 10
-    params = {"models": {"judge": {"options": {"api_key": key, "api_key_env": "OPENAI_API_KEY"}}},
-              "note": key}
+    hf_token, custom = "hf_" + "Zq9" * 10, "custom-secret-value-77"
+    monkeypatch.setenv("MY_PROVIDER_CRED", custom)  # a name that says nothing: known only via api_key_env
+    params = {"models": {"judge": {"options": {"api_key": key, "api_key_env": "MY_PROVIDER_CRED",
+                                               "base_url": "https://bob:hunter22@llm.example/v1?api_key=zz9"}},
+                         "policy": {"options": {"token": "abc12345xyz"}}},
+              "note": f"{key} {hf_token} {custom}", "sampling": {"max_tokens": 80}}
     init_manifest(tmp_path, params)
+    m = load_manifest(tmp_path)
+    with stage(tmp_path, "01_generate") as rec:
+        rec.notes["error"] = f"HTTP 401 from https://bob:hunter22@llm.example/v1 with {custom}"
     text = (tmp_path / "manifest.json").read_text()
-    assert key not in text and "OPENAI_API_KEY" in text
-    assert scrub_secrets({"a": [key]}) == {"a": ["<redacted>"]}
+    for secret in (key, hf_token, custom, "hunter22", "zz9", "abc12345xyz"):
+        assert secret not in text
+    assert "MY_PROVIDER_CRED" in text and m.params["sampling"] == {"max_tokens": 80}
+    assert "https://***@llm.example/v1?api_key=***" in text
+    assert scrub_secrets({"a": [key]}) == {"a": ["sk-***"]}
 
 
 def test_file_hashes_cover_folders(tmp_path):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from ..data.profiles import EnvAgentCombo
 from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
-from ..judge.evaluate import judge_into_stores
+from ..judge.evaluate import judge_into_stores, judge_temperature, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
@@ -24,7 +24,7 @@ from ..llm.keys import model_key
 from ..llm.types import ModelSpec
 from ..sim.episode import EpisodeRecord
 from ..sim.pairing import setup_for_combo
-from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, run_episodes
+from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
 from ..sim.store import RoutedStore
 from .safety import safety_combos
 
@@ -104,15 +104,24 @@ def run_benchmarks(
         specs += eval_specs(p.combos, data, key, partner_key, p.task_set, both_positions, seed)
         files[(p.name, p.task_set)] = p.episodes_path
     store = RoutedStore(files, ("eval_model", "task_set"))
+    wanted: dict[tuple[str, ...], set[str]] = {key: set() for key in files}
+    for spec, eid in zip(specs, episode_ids(specs, models, sim, reformatter), strict=True):
+        wanted[(spec.tags["eval_model"], spec.tags["task_set"])].add(eid)
+    for key, ids in wanted.items():  # episodes of other settings move aside: each file holds this run's only
+        store.stores[key].retain(ids)
     result = run_episodes(specs, models, sim, store, reformatter=reformatter)
-    wanted = {s.setup.combo_id for s in specs}
     groups = []
     for p in plans:
-        eps = [r for r in store.stores[(p.name, p.task_set)].records()
-               if keys[p.name] in r.models and r.combo_id in wanted]
-        groups.append((eps, RatingStore(p.ratings_path)))
-    rated = judge_into_stores(groups, judge, agents=data.agents, samples=judge_samples,
+        ids = wanted[(p.name, p.task_set)]
+        groups.append(([r for r in store.stores[(p.name, p.task_set)].records() if r.episode_id in ids],
+                       RatingStore(p.ratings_path)))
+    temperature = judge_temperature(judge_samples, None)
+    rated = judge_into_stores(groups, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
                               reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    for eps, ratings_store in groups:
+        planned = plan_ratings(eps, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
+                               reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+        ratings_store.retain({p.key for p in planned})
     runs = [BenchmarkRun(model=p.name, task_set=p.task_set, episodes=g[0], ratings=r)
             for p, g, r in zip(plans, groups, rated, strict=True)]
     return runs, result.summary

@@ -13,17 +13,20 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from ..data.profiles import AgentProfile
 from ..errors import ConfigError, DataError, SotopiaPiError
 from ..llm.base import LLM
-from ..llm.types import LLMResponse
+from ..llm.cache import model_hash, request_key
+from ..llm.types import LLMRequest, LLMResponse
 from ..sim.episode import EpisodeRecord
+from ..store.keys import content_hash
 from .official import official_rubric_version, rate_official
 from .prompt import judge_request
-from .ratings import EpisodeRating, RatingKey, RatingStore, parse_judgement
+from .ratings import EpisodeRating, RatingFailure, RatingKey, RatingStore, parse_judgement
 from .rubric import DIMENSION_NAMES, REASONING_MAX_CHARS, RUBRIC_VERSION
 
 log = logging.getLogger(__name__)
@@ -53,16 +56,59 @@ def rubric_version_for(reasoning_max_chars: int | None = REASONING_MAX_CHARS) ->
     return f"{RUBRIC_VERSION}/reasoning{reasoning_max_chars}"
 
 
-def rating_version(record: EpisodeRecord, reasoning_max_chars: int = REASONING_MAX_CHARS) -> str:
+def rating_version(record: EpisodeRecord, reasoning_max_chars: int | None = REASONING_MAX_CHARS) -> str:
     """The rubric version a rating of `record` gets: the official package's for sotopia-style
     episodes (rated by its own evaluator), else the project rubric's."""
     return official_rubric_version(record, reasoning_max_chars) or rubric_version_for(reasoning_max_chars)
 
 
-def _to_rating(
-    record: EpisodeRecord, response: LLMResponse, judge: str, sample: int, temperature: float, version: str
-) -> EpisodeRating:
-    where = f"judge {judge} on episode {record.episode_id} (sample {sample})"
+class PlannedRating(NamedTuple):
+    """One judgement to have: the episode, the sample, the exact request (None for sotopia-style
+    episodes: the package's evaluator writes it) and the rating's key."""
+
+    record: EpisodeRecord
+    sample: int
+    request: LLMRequest | None
+    key: RatingKey
+
+
+def plan_ratings(
+    episodes: Sequence[EpisodeRecord],
+    judge: LLM,
+    *,
+    agents: Mapping[str, AgentProfile] | None,
+    samples: int,
+    temperature: float,
+    reasoning_max_chars: int | None,
+    reformatter: LLM | None = None,
+) -> list[PlannedRating]:
+    """Every (episode, sample) judgement of `judge`, keyed by the judge's identity and the full request
+    (the rubric prompt with the episode's transcript, schema, temperature, seed): the same key as the
+    response cache's, so a rating is reused exactly when its answer would be. A sotopia-style episode's
+    request is the package's (pinned by its version), so its key hashes the judge, the reformatting
+    model, temperature, seed and sample instead."""
+    label = judge.spec.label
+    model = model_hash(judge.identity())
+    fixer = model_hash(reformatter.identity()) if reformatter is not None else None
+    out = []
+    for rec in episodes:
+        version = rating_version(rec, reasoning_max_chars)
+        for s in range(samples):
+            if official_rubric_version(rec, reasoning_max_chars):
+                request = None
+                unit = content_hash({"judge": model, "reformatter": fixer, "version": version, "episode": rec.episode_id,
+                                     "temperature": temperature, "seed": rec.seed, "sample": s}, 24)
+            else:
+                request = judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed,
+                                        reasoning_max_chars=reasoning_max_chars)
+                unit = request_key(model, request)[:24]
+            out.append(PlannedRating(rec, s, request, RatingKey(rec.episode_id, label, version, s, unit)))
+    return out
+
+
+def _to_rating(planned: PlannedRating, response: LLMResponse, temperature: float) -> EpisodeRating:
+    record, key = planned.record, planned.key
+    where = f"judge {key.judge} on episode {record.episode_id} (sample {planned.sample})"
     if not response.ok:
         raise DataError(f"{where}: {response.error}")
     obj = response.parsed
@@ -73,46 +119,81 @@ def _to_rating(
             raise DataError(f"{where}: output is not JSON (finish_reason={response.finish_reason})") from None
     agents = parse_judgement(obj, where)
     return EpisodeRating(
-        episode_id=record.episode_id, judge=judge, rubric_version=version, sample_index=sample,
-        temperature=temperature, agents=agents, prompt_tokens=response.prompt_tokens,
-        completion_tokens=response.completion_tokens, latency_s=response.latency_s, cached=response.cached,
+        episode_id=record.episode_id, judge=key.judge, rubric_version=key.rubric_version,
+        sample_index=planned.sample, temperature=temperature, agents=agents, unit=key.unit,
+        prompt_tokens=response.prompt_tokens, completion_tokens=response.completion_tokens,
+        latency_s=response.latency_s, cached=response.cached,
     )  # fmt: skip
+
+
+def _failure(key: RatingKey, error: str) -> RatingFailure:
+    return RatingFailure(episode_id=key.episode_id, judge=key.judge, rubric_version=key.rubric_version,
+                         sample_index=key.sample_index, unit=key.unit, error=error.split(": ", 1)[-1])
 
 
 def _judge_with(
     llm: LLM,
-    todo: list[tuple[EpisodeRecord, int]],
+    todo: list[PlannedRating],
+    temperature: float,
+    progress: bool,
     agents: Mapping[str, AgentProfile] | None,
+    reasoning_max_chars: int | None,
+    reformatter: LLM | None,
+) -> tuple[list[EpisodeRating], list[RatingFailure]]:
+    """The dispatch point between the two evaluators: sotopia-style episodes go to the official
+    package's evaluator (judge/official.py), the rest to the project's judge prompt in one batch."""
+    official = {(p.record.episode_id, p.sample): p for p in todo if p.request is None}
+    todo = [p for p in todo if p.request is not None]
+    ratings, failures = [], []
+    if official:
+        done, failed = rate_official([(p.record, p.sample) for p in official.values()], llm, agents=agents,
+                                     temperature=temperature, reasoning_max_chars=reasoning_max_chars,
+                                     reformatter=reformatter)
+        for r in done:
+            ratings.append(r.model_copy(update={"unit": official[(r.episode_id, r.sample_index)].key.unit}))
+        failures += [_failure(official[(rec.episode_id, s)].key, error) for rec, s, error in failed]
+    if not todo:
+        return ratings, failures
+    responses = llm.generate([p.request for p in todo if p.request is not None], progress=progress)
+    for planned, resp in zip(todo, responses, strict=True):
+        try:
+            ratings.append(_to_rating(planned, resp, temperature))
+        except SotopiaPiError as e:
+            log.warning("%s", e)
+            failures.append(_failure(planned.key, str(e)))
+    return ratings, failures
+
+
+def _judge_all(
+    episodes: Sequence[EpisodeRecord],
+    judges: list[LLM],
+    have: Mapping[RatingKey, EpisodeRating],
+    *,
+    agents: Mapping[str, AgentProfile] | None,
+    samples: int,
     temperature: float,
     progress: bool,
     reasoning_max_chars: int | None,
-    reformatter: LLM | None = None,
-) -> tuple[list[EpisodeRating], list[str]]:
-    """The dispatch point between the two evaluators: sotopia-style episodes go to the official
-    package's evaluator (judge/official.py), the rest to the project's judge prompt."""
-    official = [(rec, s) for rec, s in todo if official_rubric_version(rec, reasoning_max_chars)]
-    todo = [(rec, s) for rec, s in todo if not official_rubric_version(rec, reasoning_max_chars)]
-    ratings, failures = [], []
-    if official:
-        ratings, failures = rate_official(official, llm, agents=agents, temperature=temperature,
-                                          reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
-    if not todo:
-        return ratings, failures
-    label = llm.spec.label
-    version = rubric_version_for(reasoning_max_chars)
-    requests = [
-        judge_request(rec, agents, temperature=temperature, sample_index=s, seed=rec.seed,
-                      reasoning_max_chars=reasoning_max_chars)
-        for rec, s in todo
-    ]
-    responses = llm.generate(requests, progress=progress)
-    for (rec, s), resp in zip(todo, responses, strict=True):
-        try:
-            ratings.append(_to_rating(rec, resp, label, s, temperature, version))
-        except SotopiaPiError as e:
-            log.warning("%s", e)
-            failures.append(str(e))
-    return ratings, failures
+    reformatter: LLM | None,
+) -> tuple[dict[RatingKey, EpisodeRating], list[EpisodeRating], list[RatingFailure]]:
+    """(every wanted rating by key, the new ones, the failures), asking only what `have` lacks."""
+    out: dict[RatingKey, EpisodeRating] = {}
+    new: list[EpisodeRating] = []
+    failed: list[RatingFailure] = []
+    for llm in judges:
+        todo = []
+        for planned in plan_ratings(episodes, llm, agents=agents, samples=samples, temperature=temperature,
+                                    reasoning_max_chars=reasoning_max_chars, reformatter=reformatter):
+            if planned.key in have:
+                out[planned.key] = have[planned.key]
+            else:
+                todo.append(planned)
+        if todo:
+            ratings, failures = _judge_with(llm, todo, temperature, progress, agents, reasoning_max_chars, reformatter)
+            out.update((r.key, r) for r in ratings)
+            new += ratings
+            failed += failures
+    return out, new, failed
 
 
 def judge_episodes(
@@ -135,9 +216,11 @@ def judge_episodes(
     `reformatter` (default: the judge) rewriting its output when it does not parse.
 
     `agents` (SotopiaData.agents) is needed only for records that do not carry their profiles.
-    With a `store`, ratings already there (same episode, judge label, rubric version, sample) are not
-    asked again, and new ones are appended. Returns all ratings of these episodes by these judges
-    and samples, stored and new, in episode order; failures are logged and summarised, not returned.
+    With a `store`, ratings already there under the same key (episode, judge label, rubric version,
+    sample, and the hash of the judge's identity and request; see `plan_ratings`) are not asked again,
+    new ones are appended and failures go to the store's failures file. Returns all ratings of these
+    episodes by these judges and samples, stored and new, in episode order; failures are logged and
+    summarised, not returned.
     """
     judges = [judge] if isinstance(judge, LLM) else list(judge)
     temperature = judge_temperature(samples, temperature)
@@ -145,28 +228,17 @@ def judge_episodes(
     if len(set(labels)) != len(labels):
         raise ConfigError(f"judge models must have distinct labels, got {labels}")
     have = {r.key: r for r in store.read()} if store is not None else {}
-    out: dict[RatingKey, EpisodeRating] = {}
-    start, failed, new = perf_counter(), 0, 0
-    for llm, label in zip(judges, labels, strict=True):
-        todo = []
-        for rec in episodes:
-            for s in range(samples):
-                key = RatingKey(rec.episode_id, label, rating_version(rec, reasoning_max_chars), s)
-                if key in have:
-                    out[key] = have[key]
-                else:
-                    todo.append((rec, s))
-        if not todo:
-            continue
-        ratings, failures = _judge_with(llm, todo, agents, temperature, progress, reasoning_max_chars, reformatter)
-        if store is not None:
-            store.append(ratings)
-        out.update((r.key, r) for r in ratings)
-        failed, new = failed + len(failures), new + len(ratings)
+    start = perf_counter()
+    out, new, failed = _judge_all(episodes, judges, have, agents=agents, samples=samples, temperature=temperature,
+                                  progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    if store is not None:
+        store.append(new)
+        store.append_failures(failed)
     if progress:
         print(
             f"judged {len(episodes)} episodes x {samples} sample(s) x {len(judges)} judge(s): "
-            f"{new} new, {len(out) - new} already rated, {failed} failed, {perf_counter() - start:.1f}s"
+            f"{len(new)} new, {len(out) - len(new)} already rated, {len(failed)} failed, "
+            f"{perf_counter() - start:.1f}s"
         )
     order = {e.episode_id: i for i, e in enumerate(episodes)}
     return sorted(out.values(), key=lambda r: (order[r.episode_id], labels.index(r.judge), r.sample_index))
@@ -241,23 +313,22 @@ def judge_into_stores(
     reformatter: LLM | None = None,
 ) -> list[list[EpisodeRating]]:
     """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
-    than alone), each rating appended to its own file's store; returns every group's ratings."""
-    label = judge.spec.label
-    todo, owner = [], {}
+    than alone), each rating (and failure) appended to its own file's store; returns every group's
+    ratings under the current keys (see `plan_ratings`)."""
+    temperature = judge_temperature(samples, temperature)
+    have: dict[RatingKey, EpisodeRating] = {}
+    owner: dict[str, int] = {}
     for gi, (episodes, store) in enumerate(groups):
-        have = store.keys()
-        for rec in episodes:
-            version = rating_version(rec, reasoning_max_chars)
-            if any(RatingKey(rec.episode_id, label, version, s) not in have for s in range(samples)):
-                todo.append(rec)
-                owner[rec.episode_id] = gi
-    if todo:
-        new = judge_episodes(todo, judge, agents=agents, samples=samples, temperature=temperature,
-                             progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
-        for gi, (_, store) in enumerate(groups):
-            store.append(r for r in new if owner.get(r.episode_id) == gi)
-    out = []
-    for eps, store in groups:
-        wanted = {e.episode_id: rating_version(e, reasoning_max_chars) for e in eps}
-        out.append([r for r in store.read() if r.judge == label and wanted.get(r.episode_id) == r.rubric_version])
-    return out
+        have |= {r.key: r for r in store.read()}
+        owner |= {rec.episode_id: gi for rec in episodes}
+    episodes = [rec for eps, _ in groups for rec in eps]
+    start = perf_counter()
+    out, new, failed = _judge_all(episodes, [judge], have, agents=agents, samples=samples, temperature=temperature,
+                                  progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    for gi, (_, store) in enumerate(groups):
+        store.append(r for r in new if owner[r.episode_id] == gi)
+        store.append_failures(f for f in failed if owner[f.episode_id] == gi)
+    if progress and (new or failed):
+        print(f"judged {len(episodes)} episodes in {len(groups)} files: {len(new)} new, "
+              f"{len(out) - len(new)} already rated, {len(failed)} failed, {perf_counter() - start:.1f}s")
+    return [[r for r in out.values() if owner[r.episode_id] == gi] for gi in range(len(groups))]

@@ -103,9 +103,10 @@ def rate_official(
     reasoning_max_chars: int,
     reformatter: LLM | None = None,
     max_live: int = 32,
-) -> tuple[list[EpisodeRating], list[str]]:
+) -> tuple[list[EpisodeRating], list[tuple[EpisodeRecord, int, str]]]:
     """Rate sotopia-style episodes (each with its sample index) with the package's evaluator;
-    `reformatter` (default: the judge) rewrites output that does not parse, as gpt-3.5-turbo did."""
+    `reformatter` (default: the judge) rewrites output that does not parse, as gpt-3.5-turbo did.
+    Returns the ratings and, for each failed judgement, (episode, sample, error)."""
     label = judge.spec.label
     served = {label: judge} | ({REFORMAT_LABEL: reformatter} if reformatter is not None else {})
     config = SessionConfig(max_live=min(max_live, max(1, len(todo))), judge_temperature=temperature)
@@ -127,5 +128,5 @@ def rate_official(
                 ratings.append(_rating(rec, s, result, exchanges, label, temperature, version))
             except DataError as e:
                 log.warning("%s", e)
-                failures.append(str(e))
+                failures.append((rec, s, str(e)))
     return ratings, failures

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import DataError
+from ..redact import scrub_text
 from ..sim.episode import EpisodeRecord
-from ..store.jsonl import append_jsonl, iter_jsonl, repair_torn_tail
+from ..store.jsonl import append_jsonl, iter_jsonl, repair_torn_tail, retain_jsonl
 from .rubric import BY_NAME, DIMENSION_NAMES, check_scores, overall_score
 from .schema import AGENT_KEYS
 
@@ -66,10 +67,15 @@ class AgentRating(BaseModel):
 
 
 class RatingKey(NamedTuple):
+    """What a rating is of. `unit` hashes everything else that shapes it (the judge model's identity
+    and the exact request: rubric text, the episode's transcript, schema, temperature, seed), so a
+    changed judge, setting or episode is judged again instead of reusing an old rating."""
+
     episode_id: str
     judge: str
     rubric_version: str
     sample_index: int
+    unit: str = ""
 
 
 class EpisodeRating(BaseModel):
@@ -87,10 +93,28 @@ class EpisodeRating(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     cached: bool = False
+    unit: str = Field("", description="hash of the judge's identity and request (see RatingKey)")
 
     @property
     def key(self) -> RatingKey:
-        return RatingKey(self.episode_id, self.judge, self.rubric_version, self.sample_index)
+        return RatingKey(self.episode_id, self.judge, self.rubric_version, self.sample_index, self.unit)
+
+
+class RatingFailure(BaseModel):
+    """A judgement that failed (backend error, output that does not parse); a re-run asks it again."""
+
+    episode_id: str
+    judge: str
+    rubric_version: str
+    sample_index: int
+    unit: str = ""
+    error: str
+
+    _no_secrets = field_validator("error")(scrub_text)  # a backend error may echo a URL or key
+
+    @property
+    def key(self) -> RatingKey:
+        return RatingKey(self.episode_id, self.judge, self.rubric_version, self.sample_index, self.unit)
 
 
 def parse_judgement(obj: Any, where: str) -> tuple[AgentRating, AgentRating]:
@@ -124,12 +148,24 @@ class RatingStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.failures_path = self.path.with_name(self.path.stem + ".failures.jsonl")
         self._repaired = False
 
     def _ensure_repaired(self) -> None:
         if not self._repaired:
             repair_torn_tail(self.path)
+            repair_torn_tail(self.failures_path)
             self._repaired = True
+
+    def append_failures(self, failures: Iterable[RatingFailure]) -> None:
+        self._ensure_repaired()
+        for failure in failures:
+            append_jsonl(self.failures_path, failure)
+
+    def failures(self) -> list[RatingFailure]:
+        """Every failed judgement on record (a later run may have succeeded: compare with keys())."""
+        self._ensure_repaired()
+        return [f for _, f in iter_jsonl(self.failures_path, RatingFailure)]
 
     def read(self) -> list[EpisodeRating]:
         self._ensure_repaired()
@@ -145,6 +181,13 @@ class RatingStore:
 
     def keys(self) -> set[RatingKey]:
         return {r.key for r in self.read()}
+
+    def retain(self, keys: set[RatingKey]) -> int:
+        """Keep only ratings with these keys; the rest (other judges or settings) move to `superseded/`.
+        Returns how many moved."""
+        self._ensure_repaired()
+        retain_jsonl(self.failures_path, RatingFailure, lambda f: f.key in keys)
+        return retain_jsonl(self.path, EpisodeRating, lambda r: r.key in keys)
 
     def append(self, ratings: Iterable[EpisodeRating]) -> int:
         """Append ratings whose key is not stored yet; returns how many were written."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -25,12 +24,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, computed_field
 
 from ..errors import BackendError
 from ..paths import project_root
+from ..redact import is_secret_field, scrub_text
 from .types import LLMRequest, LLMResponse, Message
 
 CACHE_FORMAT = 1  # bump when the key or the stored value changes meaning
 Kind = Literal["generate", "choice_logprobs"]
-_SECRET_NAME = re.compile(r"api[_-]?key|secret|password|authorization|bearer", re.IGNORECASE)
-_SECRET_ENV = re.compile(r"API_KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL
@@ -56,21 +54,21 @@ def _sha256(text: str) -> str:
 
 
 def redact_identity(identity: Any) -> Any:
-    """Drop secret-named fields and any value holding a secret from the environment.
+    """Drop secret-named fields and mask any secret a value holds (see `sotopia_pi_lib.redact`).
 
     Backends should never put a key in identity(); this is the cache's own guard, because the
     identity is stored in clear in the file so that `count`/`clear` can show what a model was.
+    A value is left exactly as it is unless it holds a secret, so identities (and keys) stay stable.
     """
-    secrets = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items() if not _SECRET_NAME.search(str(k))}
+            return {k: walk(v) for k, v in node.items() if not is_secret_field(str(k))}
         if isinstance(node, list | tuple):
             return [walk(v) for v in node]
         if isinstance(node, Path):
             node = str(node)
-        if isinstance(node, str) and any(s in node for s in secrets):
+        if isinstance(node, str) and scrub_text(node) != node:
             return "<redacted>"
         return node
 

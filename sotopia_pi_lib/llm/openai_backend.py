@@ -2,9 +2,15 @@
 
 Requests of a batch run concurrently (bounded) on a private event loop in a worker thread, so
 generate() behaves the same from a script and from a Jupyter cell whose loop is already running.
-Transient failures (429, 5xx, timeouts, dropped connections) are retried with exponential back-off and
-jitter; a request that still fails comes back with `error` set and never takes the batch down.
-The API key is read from the environment into the client only: never into the spec, identity or logs.
+Transient failures (429, 408, 409, 5xx, timeouts, dropped connections) are retried by the openai SDK
+itself: exponential back-off with jitter, honouring Retry-After in all its forms (seconds, HTTP date,
+`retry-after-ms`). What the SDK lacks is added here: repair rounds that send a schema violation back,
+falling back to a weaker structured-output mode, and isolation (a request that still fails comes back
+with `error` set and never takes the batch down). Permanent errors (401, 403, an exhausted quota, an
+unknown model) are never retried and raise `PermanentAPIError` at the first one: every later request
+would fail the same way, and a stage should stop with one clear message rather than record thousands of
+identical failures. The API key is read from the environment into the client only: never into the spec,
+identity, logs or errors.
 """
 
 from __future__ import annotations
@@ -13,19 +19,19 @@ import asyncio
 import ipaddress
 import logging
 import os
-import random
 import threading
 import time
 import weakref
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
+from ..redact import register_secret_env, scrub_text
 from .base import LLM, Chain, Then
 from .json_output import (
     StructuredMode,
@@ -41,6 +47,11 @@ from .types import LLMRequest, LLMResponse, ModelSpec
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _FALLBACK: dict[str, StructuredMode] = {"json_schema": "json_object", "json_object": "prompt"}
+# Error codes in a 4xx body that no retry can fix (OpenAI's and vLLM's spelling).
+PERMANENT_CODES = frozenset({"insufficient_quota", "invalid_api_key", "model_not_found",
+                             "account_deactivated", "billing_hard_limit_reached"})
+OPENAI_HOST = "api.openai.com"  # lists hundreds of models and reports no weights: not asked for its identity
+SERVED_FIELDS = ("identity_sha256", "root", "parent")  # what a /v1/models card may say about its weights
 
 
 class OpenAIOptions(BaseModel):
@@ -52,9 +63,9 @@ class OpenAIOptions(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the key")
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0, description="retries after the first try, transient errors only")
-    backoff_s: float = Field(1.0, ge=0, description="first back-off; doubles each retry, with jitter")
-    backoff_max_s: float = Field(30.0, ge=0)
+    max_retries: int = Field(
+        5, ge=0, description="the SDK's retries of transient errors (back-off with jitter, Retry-After)"
+    )
     structured: Literal["json_schema", "json_object", "prompt", "auto"] = Field(
         "auto", description="auto: json_schema, falling back to json_object, then to prompting"
     )
@@ -63,7 +74,11 @@ class OpenAIOptions(BaseModel):
 
 
 class _RequestFailed(Exception):
-    """A request failed for good (after retries, or on a non-transient error)."""
+    """A request failed for good (after the SDK's retries, or on a non-transient error)."""
+
+
+class PermanentAPIError(BackendError):
+    """The endpoint refused in a way no retry fixes (bad key, no permission, no quota, unknown model)."""
 
 
 def parse_options(spec: ModelSpec) -> OpenAIOptions:
@@ -87,6 +102,7 @@ def is_loopback(base_url: str) -> bool:
 
 def resolve_api_key(spec: ModelSpec, options: OpenAIOptions) -> str:
     """The key from the environment; a loopback server without a key configured gets a dummy one."""
+    register_secret_env(options.api_key_env)  # its value is masked wherever the library writes text
     key = os.environ.get(options.api_key_env, "")
     if key:
         return key
@@ -100,6 +116,7 @@ def resolve_api_key(spec: ModelSpec, options: OpenAIOptions) -> str:
 
 
 def is_transient(exc: Exception) -> bool:
+    """What the SDK retries (see `openai._base_client._should_retry`), for the error message."""
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     return isinstance(exc, openai.APIStatusError) and (
@@ -107,18 +124,56 @@ def is_transient(exc: Exception) -> bool:
     )
 
 
-def backoff_delay(attempt: int, options: OpenAIOptions, retry_after: float | None = None) -> float:
-    """Exponential back-off with jitter in [50%, 100%], so many clients do not retry in lockstep."""
-    delay = min(options.backoff_max_s, options.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-    return min(options.backoff_max_s, max(delay, retry_after or 0.0))
+def error_code(exc: Exception) -> str | None:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else None
 
 
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
+def permanent_reason(exc: Exception, spec: ModelSpec, options: OpenAIOptions) -> str | None:
+    """Why `exc` means no request to this endpoint can succeed, or None when it is not that kind."""
+    where = f"{spec.model} at {endpoint(options.base_url)}"
+    code = error_code(exc)
+    if isinstance(exc, openai.AuthenticationError) or code == "invalid_api_key":
+        return f"authentication failed (HTTP 401) for {where}: check the key in ${options.api_key_env}"
+    if isinstance(exc, openai.PermissionDeniedError):
+        return f"permission denied (HTTP 403) for {where}: the key in ${options.api_key_env} may not use it"
+    if code in ("insufficient_quota", "billing_hard_limit_reached", "account_deactivated"):
+        return f"the account behind ${options.api_key_env} cannot pay for {where} ({code}): add credit or use another key"
+    if isinstance(exc, openai.NotFoundError) or code == "model_not_found":
+        return f"model not found: {where} (HTTP 404; check the model name and options.base_url)"
+    return None
+
+
+def _body_code(response: Any) -> str | None:
     try:
-        return float(response.headers["retry-after"]) if response is not None else None
-    except (KeyError, ValueError):
+        error = response.json().get("error") or {}
+        return error.get("code") if isinstance(error, dict) else None
+    except Exception:  # noqa: BLE001 -- no (readable) JSON body: nothing to say
         return None
+
+
+class _Client(openai.AsyncOpenAI):
+    """The SDK's client, except that a 429 whose body says the quota is gone is not retried.
+
+    The SDK retries every 429 (and has no hook for it): an `insufficient_quota` 429 would be asked
+    again `max_retries` times with back-off before the stage could stop; nothing else is changed.
+    """
+
+    def _should_retry(self, response: Any) -> bool:
+        if response.status_code == 429 and _body_code(response) in PERMANENT_CODES:
+            return False
+        return super()._should_retry(response)
+
+
+def endpoint(base_url: str) -> str:
+    """The base URL as identity and messages show it: scheme, host, port and path; never a user,
+    password or query string (where keys hide)."""
+    parts = urlsplit(base_url.strip())
+    host = (parts.hostname or "").lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
 class _LoopThread:
@@ -154,23 +209,54 @@ class OpenAIModel(LLM):
         )
         self._price = find_price(spec.model, price_table(self.options.prices))
         self._usage = UsageSummary(priced=self._price is not None)
+        self._identity: dict[str, Any] | None = None
         self._loop = _LoopThread(name=f"openai-{spec.model}")
         self._client = self._loop.run(self._make_client(resolve_api_key(spec, self.options)))
         weakref.finalize(self, self._loop.close)  # a forgotten model does not leak its thread
 
     async def _make_client(self, api_key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=api_key, base_url=self.options.base_url, timeout=self.options.timeout_s, max_retries=0
-        )
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._count_retry]})
+        return _Client(api_key=api_key, base_url=self.options.base_url, timeout=self.options.timeout_s,
+                       max_retries=self.options.max_retries, http_client=http)
+
+    async def _count_retry(self, request: Any) -> None:
+        """The SDK numbers each attempt in a header; every one after the first is a retry."""
+        if request.headers.get("x-stainless-retry-count", "0") != "0":
+            self._usage.retries += 1
 
     def identity(self) -> dict[str, Any]:
-        host = urlsplit(self.options.base_url).netloc.rpartition("@")[2]  # never userinfo
-        return {
-            "backend": "openai",
-            "host": host,
-            "model": self.spec.model,
-            "structured": self.options.structured,
-        }
+        """The full endpoint (another port or path is another server) and, when the server reports it,
+        what it serves: the same name served with other weights or another adapter must not replay
+        the old answers. Asked once per model object; a server that cannot be asked is an error."""
+        if self._identity is None:
+            identity: dict[str, Any] = {"backend": "openai", "base_url": endpoint(self.options.base_url),
+                                        "model": self.spec.model, "structured": self.options.structured}
+            served = self._served_identity()
+            if served:
+                identity["served"] = served
+            self._identity = identity
+        return dict(self._identity)
+
+    def _served_identity(self) -> dict[str, Any]:
+        """The fields of this model's /models card that name its weights (the project's server reports
+        `identity_sha256`; vLLM reports `root` and, for an adapter, `parent`)."""
+        if urlsplit(self.options.base_url).hostname == OPENAI_HOST:
+            return {}
+        async def cards() -> list[Any]:
+            return (await self._client.models.list()).data
+
+        try:
+            listed = self._loop.run(cards())
+        except openai.APIStatusError:  # a server without /models reports nothing
+            return {}
+        except openai.OpenAIError as exc:
+            raise BackendError(
+                f"{self.spec.label}: cannot ask {endpoint(self.options.base_url)}/models what it serves "
+                f"({self._describe(exc)}); the response cache keys on it, so the server must be up"
+            ) from None
+        card = next((c for c in listed if c.id == self.spec.model), None)
+        extra = card.model_dump() if card is not None else {}
+        return {k: extra[k] for k in SERVED_FIELDS if extra.get(k) is not None}
 
     def usage_summary(self) -> UsageSummary:
         return self._usage.model_copy()
@@ -196,10 +282,7 @@ class OpenAIModel(LLM):
 
         async def one(key: Any, request: LLMRequest) -> tuple[Any, LLMResponse]:
             async with limit:
-                try:
-                    return key, await self._complete(request)
-                except Exception as exc:  # noqa: BLE001 -- fail this request only, as in generate()
-                    return key, self._fail(LLMResponse(), self._describe(exc), time.perf_counter())
+                return key, await self._isolated(request)
 
         def launch(pairs: Chain) -> None:
             for key, request in pairs:
@@ -229,17 +312,33 @@ class OpenAIModel(LLM):
 
         async def one(request: LLMRequest) -> LLMResponse:
             async with limit:
-                try:
-                    response = await self._complete(request)
-                except Exception as exc:  # noqa: BLE001 -- e.g. a malformed reply: fail this request only
-                    response = self._fail(LLMResponse(), self._describe(exc), time.perf_counter())
+                response = await self._isolated(request)
             bar.update(1)
             return response
 
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
         try:
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            if tasks:  # a permanent error ends the batch at once; the requests still in flight are cancelled
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                failed = next((t.exception() for t in done if t.exception() is not None), None)
+                if failed is not None:
+                    raise failed
+            return [t.result() for t in tasks]
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
+
+    async def _isolated(self, request: LLMRequest) -> LLMResponse:
+        """One request whose failure stays its own (the SDK has no per-request isolation in a batch);
+        only a permanent error escapes, to stop the caller."""
+        try:
+            return await self._complete(request)
+        except PermanentAPIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- e.g. a malformed reply: fail this request only
+            return self._fail(LLMResponse(), self._describe(exc), time.perf_counter())
 
     async def _complete(self, request: LLMRequest) -> LLMResponse:
         start = time.perf_counter()
@@ -284,9 +383,8 @@ class OpenAIModel(LLM):
         )
 
     async def _create(self, request: LLMRequest, conversation: list[dict[str, str]]) -> Any:
-        """One chat completion, retried on transient errors; downgrades the structured-output mode
+        """One chat completion (the SDK retries transient errors); downgrades the structured-output mode
         when the server rejects `response_format` (older models, servers without json_schema)."""
-        attempt = 0
         while True:
             mode = self._mode
             kwargs = self._create_kwargs(request, mode, conversation)
@@ -297,13 +395,12 @@ class OpenAIModel(LLM):
                     continue
                 raise _RequestFailed(self._describe(exc)) from None
             except openai.OpenAIError as exc:
-                if not is_transient(exc) or attempt >= self.options.max_retries:
-                    tries = f" after {attempt + 1} attempts" if is_transient(exc) else ""
-                    raise _RequestFailed(self._describe(exc) + tries) from None
-                self._usage.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, self.options, _retry_after(exc)))
-                attempt += 1
-                continue
+                reason = permanent_reason(exc, self.spec, self.options)
+                if reason is not None:
+                    raise PermanentAPIError(f"{self.spec.label}: {reason}; stopped at the first such error "
+                                            "(finished work is kept; re-run once it is fixed)") from None
+                tries = f" after {self.options.max_retries + 1} attempts" if is_transient(exc) else ""
+                raise _RequestFailed(self._describe(exc) + tries) from None
             self._account(completion)
             return completion
 
@@ -348,4 +445,4 @@ class OpenAIModel(LLM):
         status = getattr(exc, "status_code", None)
         text = f"HTTP {status}: {exc}" if status else f"{type(exc).__name__}: {exc}"
         key = self._client.api_key
-        return text.replace(key, "***") if key else text
+        return scrub_text(text.replace(key, "***") if key else text)

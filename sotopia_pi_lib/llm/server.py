@@ -11,13 +11,22 @@ name and a library request: the default one reads the `model` field; a client th
 names it sends (SOTOPIA's package only knows a closed list of OpenAI names) gets its own router (see
 `sotopia_pi_lib.official.routing`), which may also supply a seed, a session hint, a JSON schema and a
 record of every exchange.
+
+Hardening, kept in its own functions below (`ServerLimits`, `check_limits`,
+`precompile_schema`, `request_seed`, `model_card`, `exposure_warning`): a body, max_tokens and schema
+size cap, each request's schema compiled alone before it joins a batch (so one client's bad schema
+fails only its own request), a bounded queue answering 429 when full, a fresh seed for a sampled request
+that sends none, and /v1/models reporting a hash of what is served, which clients key their caches on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import json
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -25,6 +34,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
@@ -34,7 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BackendError, ConfigError, SotopiaPiError
 from .base import LLM
+from .cache import model_hash
 from .json_output import check_schemas
+from .schema import canonical_schema
 from .types import LLMRequest, LLMResponse, Message, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -55,13 +67,15 @@ class WireError(Exception):
         param: str | None = None,
         code: str | None = None,
         kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers
 
     def response(self) -> JSONResponse:
         body = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
+        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
 
 
 class JsonSchemaFormat(BaseModel):
@@ -145,7 +159,7 @@ def to_llm_request(body: ChatCompletionRequest) -> LLMRequest:
         messages=tuple(_message(m) for m in body.messages),
         json_schema=_schema(body.response_format),
         sampling=sampling,
-        seed=body.seed or 0,
+        seed=request_seed(body.seed, sampling),
     )
     try:
         check_schemas([request])
@@ -183,14 +197,19 @@ class MicroBatcher:
     queue up and form the next batch, so under load batches grow by themselves.
     """
 
-    def __init__(self, llm: LLM, max_batch: int = 32, max_wait_s: float = 0.01) -> None:
+    def __init__(self, llm: LLM, max_batch: int = 32, max_wait_s: float = 0.01, max_queue: int = 256) -> None:
         self.llm, self.max_batch, self.max_wait_s = llm, max_batch, max_wait_s
-        self.queue: asyncio.Queue[tuple[LLMRequest, asyncio.Future[LLMResponse]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[LLMRequest, asyncio.Future[LLMResponse]]] = asyncio.Queue(max_queue)
         self.batch_sizes: list[int] = []
 
     async def submit(self, request: LLMRequest) -> LLMResponse:
+        """Queue a request; a full queue is a 429 at once (with Retry-After), not an unbounded wait."""
         future: asyncio.Future[LLMResponse] = asyncio.get_running_loop().create_future()
-        await self.queue.put((request, future))
+        try:
+            self.queue.put_nowait((request, future))
+        except asyncio.QueueFull:
+            raise WireError(429, f"the server is busy ({self.queue.maxsize} requests queued); retry shortly",
+                            code="queue_full", kind="server_error", headers={"retry-after": "1"}) from None
         return await future
 
     async def run(self) -> None:
@@ -200,17 +219,25 @@ class MicroBatcher:
             if not live:
                 continue
             self.batch_sizes.append(len(live))
-            try:
-                responses = await asyncio.to_thread(self.llm.generate, [r for r, _ in live])
-            except Exception as exc:  # the whole call failed: every waiting request gets the error
-                log.exception("generate() failed for a batch of %d", len(live))
-                responses = [exc] * len(live)
+            responses = await self._generate([r for r, _ in live])
             for (_, future), response in zip(live, responses, strict=True):
                 if not future.done():
                     if isinstance(response, Exception):
                         future.set_exception(response)
                     else:
                         future.set_result(response)
+
+    async def _generate(self, requests: list[LLMRequest]) -> list[LLMResponse | Exception]:
+        """One generate() call; if it fails as a whole, each request is tried alone, so a request that
+        breaks the batch (a schema the backend cannot compile, say) fails only itself."""
+        try:
+            return list(await asyncio.to_thread(self.llm.generate, requests))
+        except Exception as exc:
+            if len(requests) == 1:
+                log.warning("generate() failed: %s: %s", type(exc).__name__, exc)
+                return [exc]
+            log.warning("generate() failed for a batch of %d (%s); trying each alone", len(requests), exc)
+        return [(await self._generate([r]))[0] for r in requests]
 
     async def _collect(self) -> list[tuple[LLMRequest, asyncio.Future[LLMResponse]]]:
         items = [await self.queue.get()]
@@ -228,13 +255,15 @@ class ServedModels:
     """Served name -> model, with one micro-batcher per distinct model: two names over one LLM
     object (say the partner and the judge, both the embedded model) share its batches."""
 
-    def __init__(self, models: Mapping[str, LLM], max_batch: int = 32, max_wait_s: float = 0.01) -> None:
+    def __init__(self, models: Mapping[str, LLM], max_batch: int = 32, max_wait_s: float = 0.01,
+                 max_queue: int = 256) -> None:
         if not models:
             raise ConfigError("a server needs at least one served model")
         self.models = dict(models)
         by_object: dict[int, MicroBatcher] = {}
         self.batchers = {
-            name: by_object.setdefault(id(llm), MicroBatcher(llm, max_batch=max_batch, max_wait_s=max_wait_s))
+            name: by_object.setdefault(id(llm), MicroBatcher(llm, max_batch=max_batch, max_wait_s=max_wait_s,
+                                                                    max_queue=max_queue))
             for name, llm in self.models.items()
         }
 
@@ -304,11 +333,15 @@ def create_app(
     max_batch: int = 32,
     max_wait_ms: float = 10.0,
     router: Router | None = None,
+    limits: ServerLimits | None = None,
 ) -> FastAPI:
     """The app over one model (`llm` and its `model_name`) or several (`{served name: llm}`).
     `api_key` (if given) is required as `Authorization: Bearer KEY` on /v1 routes; `router` (default:
-    by the `model` field) decides which served model answers a request."""
-    served = ServedModels(served_models(llm, model_name), max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+    by the `model` field) decides which served model answers a request; `limits` bound what one
+    request may ask."""
+    limits = limits or ServerLimits()
+    served = ServedModels(served_models(llm, model_name), max_batch=max_batch, max_wait_s=max_wait_ms / 1000,
+                          max_queue=limits.max_queue)
     router = router or ByModelName()
 
     @asynccontextmanager
@@ -318,9 +351,11 @@ def create_app(
         for task in tasks:
             task.cancel()
 
-    app = FastAPI(title="sotopia-pi-lib OpenAI-compatible server", lifespan=lifespan)
+    app = FastAPI(title="sotopia-pi-lib OpenAI-compatible server", lifespan=lifespan,
+                  max_body_size=limits.max_body_bytes)  # 413 past it, counted as the body arrives
     app.state.served = served
     app.state.batcher = served.batchers[served.names[0]]  # the first model's (one-model servers: its only one)
+    cards: dict[str, dict[str, Any]] = {}
 
     @app.middleware("http")
     async def require_key(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -350,14 +385,17 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        cards = [{"id": n, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"} for n in served.names]
-        return {"object": "list", "data": cards}
+        return {"object": "list", "data": [await model_card(n, served.models[n], cards) for n in served.names]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any]:
         routed = router.route(body, request.headers, served)
+        check_limits(body, limits)
+        precompile_schema(routed.request.json_schema)
         try:
             response = await served.batchers[routed.name].submit(routed.request)
+        except WireError:
+            raise
         except SotopiaPiError as exc:
             raise WireError(400, str(exc)) from None
         except Exception as exc:
@@ -412,3 +450,104 @@ class BackgroundServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+# -- hardening ------------------------------------------------------------------------------------
+
+
+class ServerLimits(BaseModel):
+    """What one request may ask of the server, so that one client cannot exhaust it for the others."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="413 beyond this request size")
+    max_tokens: int = Field(4096, ge=1, description="400 when a request asks for more completion tokens")
+    max_schema_bytes: int = Field(32 * 1024, ge=64, description="400 for a larger response_format schema")
+    max_schema_depth: int = Field(24, ge=2, description="400 for a schema nested deeper than this")
+    max_queue: int = Field(256, ge=1, description="requests waiting for a batch; 429 when full")
+
+
+def _depth(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + max((_depth(v) for v in node.values()), default=0)
+    if isinstance(node, list):
+        return 1 + max((_depth(v) for v in node), default=0)
+    return 0
+
+
+def check_limits(body: ChatCompletionRequest, limits: ServerLimits) -> None:
+    """max_tokens and the response_format schema within the server's limits, else a 400 naming them."""
+    asked = body.max_completion_tokens or body.max_tokens
+    if asked is not None and asked > limits.max_tokens:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise WireError(400, f"{param} {asked} is above this server's limit of {limits.max_tokens}", param=param)
+    fmt = body.response_format
+    schema = fmt.json_schema.schema_ if fmt is not None and fmt.json_schema is not None else None
+    if schema is None:
+        return
+    size = len(json.dumps(schema, separators=(",", ":")))
+    if size > limits.max_schema_bytes:
+        raise WireError(400, f"json_schema of {size} bytes is above this server's limit of "
+                             f"{limits.max_schema_bytes}", param="response_format")
+    if _depth(schema) > limits.max_schema_depth:
+        raise WireError(400, f"json_schema nested deeper than this server's limit of {limits.max_schema_depth}",
+                        param="response_format")
+
+
+def precompile_schema(schema: dict[str, Any] | None) -> None:
+    """Compile the schema to a grammar alone, before it joins a batch: a schema the checker accepts but
+    xgrammar cannot compile (e.g. a pattern with `\\b`) would otherwise fail every request batched with
+    it. xgrammar's grammar is tokenizer-free, so this costs milliseconds and needs no model."""
+    if schema is not None:
+        problem = _compile_problem(canonical_schema(schema))
+        if problem:
+            raise WireError(400, f"json_schema cannot be compiled for constrained decoding: {problem}",
+                            param="response_format")
+
+
+@lru_cache(maxsize=512)
+def _compile_problem(canonical: str) -> str | None:
+    import xgrammar as xg
+
+    try:
+        xg.Grammar.from_json_schema(canonical, any_whitespace=False, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 -- xgrammar raises RuntimeError with its parser's message
+        return str(exc).strip().splitlines()[-1][:300]
+    return None
+
+
+def request_seed(seed: int | None, sampling: SamplingParams) -> int:
+    """The client's seed; for a sampled request without one, a fresh random seed. A fixed default
+    would make every repeated sampled request come back identical (and hit any cache behind us)."""
+    if seed is not None:
+        return seed
+    return secrets.randbelow(2**31) if sampling.temperature > 0 else 0
+
+
+async def model_card(name: str, llm: LLM, memo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The /v1/models card, with `identity_sha256`: the hash of what `llm` is (weights, adapter,
+    dtype, ...), so a client can tell one served model from another served under the same name.
+    Computed once per app (`memo`): identity() hashes weight files."""
+    if name not in memo:
+        card: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"}
+        try:
+            card["identity_sha256"] = await asyncio.to_thread(lambda: model_hash(llm.identity()))
+        except Exception as exc:  # noqa: BLE001 -- an unidentifiable model is served, just not vouched for
+            log.warning("cannot identify the served model %s: %s", name, exc)
+        memo[name] = card
+    return dict(memo[name])
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when the server listens beyond loopback without a key: anyone who can reach the port
+    could then run generations on this machine."""
+    if api_key:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (f"warning: serving on {host} without an API key: anyone who can reach this port can use the "
+            "model; pass --api-key-env VAR or bind to 127.0.0.1")

@@ -13,14 +13,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..data.sotopia import SotopiaData
-from ..judge.evaluate import judge_episodes
+from ..judge.evaluate import judge_episodes, judge_temperature, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..sim.episode import EpisodeRecord
 from ..sim.pairing import setup_for_pair
-from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, run_episodes
+from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
 from ..sim.store import EpisodeStore
 from .tasks import GeneratedTask
 
@@ -65,15 +65,21 @@ def collect(
 ) -> Collection:
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
 
-    Episodes are keyed by `source@<model hash>`, so changing the player starts a fresh set.
-    `reformatter` rewrites unparseable output in the sotopia style (sim.official)."""
+    Episodes and ratings are keyed by everything that shapes them (see `sim.runner.episode_id` and
+    `judge.evaluate.plan_ratings`); those of other settings already in the files move to `superseded/`,
+    so the files hold exactly this collection. `reformatter` rewrites unparseable output (sim.runner)."""
     label = model_key(source, player)
     specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})
     store = EpisodeStore(episodes_path)
+    wanted = set(episode_ids(specs, {label: player}, sim, reformatter))
+    store.retain(wanted)
     result = run_episodes(specs, {label: player}, sim, store, reformatter=reformatter)
-    wanted = {s.setup.env_id for s in specs}
-    episodes = [r for r in store.records() if r.env_id in wanted and label in r.models]
-    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples,
-                             store=RatingStore(ratings_path), reasoning_max_chars=reasoning_max_chars,
-                             reformatter=reformatter)
+    episodes = [r for r in store.records() if r.episode_id in wanted]
+    ratings_store = RatingStore(ratings_path)
+    temperature = judge_temperature(judge_samples, None)
+    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
+                             store=ratings_store, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    planned = plan_ratings(episodes, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
+                           reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    ratings_store.retain({p.key for p in planned})
     return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)

@@ -8,7 +8,6 @@ counted reason, and each accepted task gets character pairs that fit its relatio
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterable, Sequence
 
@@ -19,8 +18,10 @@ from ..data.profiles import EnvironmentProfile, InspirationalPrompt, Relationshi
 from ..data.sotopia import SotopiaData
 from ..errors import DataError
 from ..llm.base import LLM
+from ..llm.cache import model_hash
 from ..llm.types import LLMRequest, Message, SamplingParams
 from ..sim.pairing import candidate_pairs
+from ..store.keys import content_hash
 from .similarity import DuplicateFinder, task_text
 from .tasks import GeneratedTask, GenerationReport, RejectedTask
 
@@ -105,9 +106,12 @@ def build_request(
     )
 
 
-def task_id_for(inspiration: InspirationalPrompt, generator: str, seed: int) -> str:
-    digest = hashlib.sha256(f"{PROMPT_VERSION}|{generator}|{inspiration.pk}|{seed}".encode()).hexdigest()
-    return "gen_" + digest[:20]
+def task_id_for(inspiration: InspirationalPrompt, request: LLMRequest, generator: str) -> str:
+    """A hash of everything that shapes the task: the prompt version, the generator's identity
+    (`generator`: its model hash), the inspiration and the full request (example scenario, prompt
+    text, schema, sampling, seed)."""
+    key = {"v": PROMPT_VERSION, "generator": generator, "inspiration": inspiration.pk, "request": request}
+    return "gen_" + content_hash(key, 20)
 
 
 def validate_task(parsed: object, task_id: str, inspiration: InspirationalPrompt) -> EnvironmentProfile:
@@ -158,6 +162,7 @@ def generate_tasks(
     tasks: list[GeneratedTask] = []
     rejected: list[RejectedTask] = []
     n_requests = 0
+    generator = model_hash(llm.identity())
     bar = tqdm(total=cfg.n_tasks, desc="tasks accepted", unit="task")
     for attempt in range(cfg.max_rounds):
         missing = cfg.n_tasks - len(tasks)
@@ -171,10 +176,10 @@ def generate_tasks(
         examples = [rng.choice(envs) for _ in inspirations]
         requests = [build_request(p, ex, cfg, seed) for p, ex in zip(inspirations, examples, strict=True)]
         n_requests += len(requests)
-        for insp, ex, resp in zip(inspirations, examples, llm.generate(requests), strict=True):
+        for insp, ex, req, resp in zip(inspirations, examples, requests, llm.generate(requests), strict=True):
             if len(tasks) >= cfg.n_tasks:
                 break
-            task_id = task_id_for(insp, llm.spec.label, seed)
+            task_id = task_id_for(insp, req, generator)
             if not resp.ok:
                 rejected.append(RejectedTask(inspiration_pk=insp.pk, reason="request_failed", detail=resp.error))
                 continue

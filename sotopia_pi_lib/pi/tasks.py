@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..data.profiles import EnvironmentProfile, InspirationalPrompt
 from ..errors import DataError
+from ..redact import scrub_text
 from ..store import atomic_write_text
 
 REJECT_REASONS = (
@@ -47,6 +48,8 @@ class RejectedTask(BaseModel):
     reason: str
     detail: str = ""
     text: str = ""
+
+    _no_secrets = field_validator("detail")(scrub_text)  # a backend error may echo a URL or key
 
 
 class GenerationReport(BaseModel):

@@ -1,13 +1,18 @@
 """Policy update: fine-tune a LoRA (or QLoRA) adapter on a training file with TRL's SFTTrainer.
 
 Layout of `output_dir` (the only thing a later stage reads):
-  checkpoints/checkpoint-N/   resumable state every `save_steps` (adapter, optimizer, scheduler, RNG)
-  adapter/                    the final adapter, standard peft layout (adapter_model.safetensors +
+  checkpoints/<key>/checkpoint-N/  resumable state every `save_steps` (adapter, optimizer, scheduler, RNG);
+                              <key> hashes everything that shapes the run (training file, recipe, base
+                              weights, the adapter it continues), so other settings never resume it
+  adapter -> adapter-<sha>/   the final adapter, standard peft layout (adapter_model.safetensors +
                               adapter_config.json) so the `hf` backend and `vllm serve --lora-modules`
                               load it, plus provenance.json (base, init adapter, data hash, config, losses)
   loss_curve.json, .csv       the loss per logging step
-Calling train_adapter again on the same folder resumes from the last checkpoint; a run that stopped
-before its last step writes no adapter/, so a half-trained adapter is never mistaken for a finished one.
+Calling train_adapter again on the same folder resumes from the last *complete* checkpoint (one whose
+save finished: a kill during a save leaves a folder without the completion marker, which is removed).
+A run that stopped before its last step writes no adapter, so a half-trained adapter is never mistaken
+for a finished one; the final adapter is written beside and then appears at once: `adapter` is a link
+swapped atomically to the new folder, so there is never a moment with no (or half an) adapter.
 
 Beyond one GPU, a script calling train_adapter runs unchanged under `accelerate launch` (data-parallel,
 DeepSpeed): the Trainer shards the batches and only the main process writes the records. The tested path
@@ -17,6 +22,8 @@ is the single process.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,11 +32,12 @@ from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback, TrainerState, set_seed
 
 from ..errors import ConfigError
+from ..llm.fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
 from ..store.files import atomic_write_text, sha256_file
+from ..store.keys import content_hash, result_fields
 from .sft_data import read_examples
 from .sft_encode import EncodeStats, encode_examples
 from .train_config import TrainConfig
@@ -39,6 +47,8 @@ from .train_record import LossPoint, loss_points, write_loss_curve, write_proven
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 FINGERPRINT = "run_fingerprint.json"
+COMPLETE = "checkpoint_complete.json"  # written after a checkpoint's save returned: its files are whole
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 if TYPE_CHECKING:
     from trl import SFTTrainer
@@ -140,17 +150,74 @@ def _sft_args(config: TrainConfig, checkpoint_dir: Path):
     )
 
 
-def _check_fingerprint(checkpoint_dir: Path, fingerprint: dict) -> str | None:
-    """The checkpoint to resume from, refusing checkpoints left by a different run in the same folder."""
-    path = checkpoint_dir / FINGERPRINT
-    last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    if last and path.is_file() and json.loads(path.read_text()) != fingerprint:
-        raise ConfigError(
-            f"{checkpoint_dir} holds checkpoints of another training file or config; "
-            "use a new output folder or delete that one to start over"
-        )
-    atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True))
-    return last
+class MarkComplete(TrainerCallback):
+    """Marks each checkpoint complete once the Trainer has finished saving it (model, optimizer,
+    scheduler, RNG, trainer state): a folder without the mark was cut short and is never resumed."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            atomic_write_text(folder / COMPLETE, json.dumps({"step": state.global_step}))
+
+
+def last_complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint whose save completed; incomplete ones (a kill mid-save) are deleted so the
+    Trainer's own rotation never keeps one of them over a good one."""
+    if not run_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in run_dir.iterdir()
+                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    complete = None
+    for _, folder in found:
+        if not (folder / COMPLETE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+        elif complete is None:
+            complete = str(folder)
+    return complete
+
+
+def base_identity(base_model: str) -> dict[str, str | None]:
+    """The base model by content (weights and tokenizer hashes), not by path."""
+    path = resolve_base_model(base_model)
+    if is_local_model(path):
+        return {"weights": weights_hash(Path(path)), "tokenizer": tokenizer_hash(Path(path))}
+    weights, revision = hub_weights_hash(path)
+    return {"weights": weights, "tokenizer": revision}
+
+
+def run_fingerprint(config: TrainConfig, train_sha256: str) -> dict:
+    """Everything that shapes the trained weights: the data, the recipe (but not where the base and the
+    parent adapter happen to live: their content stands for them), and how often it saves not at all."""
+    recipe = {k: v for k, v in result_fields(config).items() if k not in ("base_model", "init_adapter")}
+    parent = adapter_hash(Path(config.init_adapter)) if config.init_adapter else None
+    return {"train_sha256": train_sha256, "config": recipe, "base": base_identity(config.base_model),
+            "init_adapter_sha256": parent}
+
+
+def finished_state(checkpoint: str | None) -> TrainerState | None:
+    """The trainer state of a checkpoint that already holds the run's last step, else None. Resuming
+    from such a checkpoint, the Trainer trains one step more than max_steps (transformers 5), so a
+    re-run of a finished training would change the adapter instead of reproducing it."""
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return state if 0 < state.max_steps <= state.global_step else None
+
+
+def load_checkpoint_weights(trainer, checkpoint: str) -> None:
+    """Put a checkpoint's adapter weights into the trainer's (freshly initialised) peft model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+
+
+def _resume_point(output_dir: Path, fingerprint: dict) -> tuple[Path, str | None]:
+    """This run's checkpoint folder (keyed by its fingerprint) and the checkpoint to resume from."""
+    run_dir = output_dir / CHECKPOINTS / content_hash(fingerprint, 16)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / FINGERPRINT, json.dumps(fingerprint, indent=1, sort_keys=True))
+    return run_dir, last_complete_checkpoint(run_dir)
 
 
 def prepare_training(
@@ -173,11 +240,7 @@ def prepare_training(
     tokenizer = load_tokenizer(base_path)
     rows, stats = encode_examples(examples, tokenizer, config.max_length, config.overlong, str(train_file))
     train_sha256 = sha256_file(train_file)
-    checkpoint_dir = Path(output_dir) / CHECKPOINTS
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = _check_fingerprint(
-        checkpoint_dir, {"train_sha256": train_sha256, "config": config.model_dump(mode="json")}
-    )
+    checkpoint_dir, resume_from = _resume_point(Path(output_dir), run_fingerprint(config, train_sha256))
     set_seed(config.seed)  # the new LoRA's initial weights come from the global RNG
     model = load_model(config, base_path)
     dataset = Dataset.from_dict(
@@ -189,7 +252,7 @@ def prepare_training(
         args=_sft_args(config, checkpoint_dir),
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[timer, *callbacks],
+        callbacks=[timer, MarkComplete(), *callbacks],
         data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
     )
     return PreparedTraining(trainer, stats, train_sha256, resume_from, timer)
@@ -206,28 +269,25 @@ def train_adapter(
     prep = prepare_training(config, train_file, output_dir, callbacks)
     trainer = prep.trainer
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=prep.resume_from)
+    finished = finished_state(prep.resume_from)
+    if finished is not None:  # the run is complete: take its last checkpoint as it is
+        load_checkpoint_weights(trainer, prep.resume_from)
+        trainer.state = finished
+    else:
+        trainer.train(resume_from_checkpoint=prep.resume_from)
     train_time = time.perf_counter() - t0
     state = trainer.state
     losses = loss_points(state.log_history)
     completed = state.global_step >= state.max_steps
     adapter_dir = output_dir / ADAPTER if completed else None
-    if adapter_dir is not None:
-        _save_adapter(trainer, adapter_dir)
+    partial = _save_adapter(trainer, output_dir / f".{ADAPTER}.partial") if completed else None
     if trainer.is_world_process_zero():  # under `accelerate launch`, one process writes the records
         write_loss_curve(output_dir, losses)
-        if adapter_dir is not None:
-            write_provenance(
-                adapter_dir,
-                config,
-                Path(train_file),
-                prep.train_sha256,
-                prep.stats,
-                losses,
-                train_time,
-                state.global_step,
-                state.num_input_tokens_seen,
-            )
+        if partial is not None and adapter_dir is not None:
+            write_provenance(partial, config, Path(train_file), prep.train_sha256, prep.stats, losses,
+                             train_time, state.global_step, state.num_input_tokens_seen)
+            publish_adapter(partial, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=output_dir,
         adapter_dir=adapter_dir,
@@ -244,20 +304,57 @@ def train_adapter(
     )
 
 
-def _save_adapter(trainer, adapter_dir: Path) -> None:
-    """Save into a sibling folder and swap it in, so adapter/ is always a complete adapter.
+def _save_adapter(trainer, partial: Path) -> Path:
+    """Save the final adapter into a folder of its own (published by `publish_adapter`).
 
     `Trainer.save_model` rather than `save_pretrained`: every process must call it, so that DeepSpeed
     ZeRO-3 can gather the sharded weights; it also writes the tokenizer beside the adapter.
     """
-    partial = adapter_dir.with_name(adapter_dir.name + ".partial")
     main = trainer.is_world_process_zero()
     if main:
         shutil.rmtree(partial, ignore_errors=True)
     trainer.save_model(str(partial))
     if main:
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle, and a copy of provenance.config
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        partial.rename(adapter_dir)
+        canonical_adapter_config(partial)
     trainer.accelerator.wait_for_everyone()
+    return partial
+
+
+def canonical_adapter_config(folder: Path) -> None:
+    """Rewrite adapter_config.json in a fixed order. peft writes `target_modules` from a set, whose order
+    changes with each process's string hashing; the adapter's content hash is its identity in episode
+    ids and cache keys, so the same training must give the same file."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def publish_adapter(partial: Path, link: Path) -> Path:
+    """Make the finished adapter folder `partial` what `link` (e.g. `adapter`) names, atomically.
+
+    The folder is renamed to `adapter-<weights sha>` and `link` becomes a relative symlink to it by
+    an atomic rename over the old link, so a reader always finds a whole adapter, the old or the new,
+    never none. (Two renames of real folders would leave a moment with none.) Older versions are
+    removed afterwards. A real folder left at `link` by an older layout is moved aside first.
+    """
+    version = link.with_name(f"{link.name}-{sha256_file(partial / 'adapter_model.safetensors')[:16]}")
+    current = os.readlink(link) if link.is_symlink() else None
+    if current == version.name:  # identical weights already published: keep that folder
+        shutil.rmtree(partial)
+    else:
+        shutil.rmtree(version, ignore_errors=True)
+        partial.rename(version)
+    if link.exists() and not link.is_symlink():
+        link.rename(link.with_name(f"{link.name}-previous-{time.time_ns()}"))
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(version.name, tmp)
+    os.replace(tmp, link)
+    for old in link.parent.glob(f"{link.name}-*"):
+        if old.name != version.name and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return link

@@ -8,7 +8,7 @@ params/paper.yaml, not here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,9 @@ class LoraParams(_Strict):
 
 
 class TrainConfig(_Strict):
+    # How often state is saved, never what is learnt: left out of the training run's key.
+    EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"save_steps", "save_total_limit"})
+
     base_model: str = Field("embedded", description="'embedded', a local HF folder or a hub id")
     init_adapter: str | None = Field(
         None, description="adapter folder to continue training (BC+SR); checked at train time"

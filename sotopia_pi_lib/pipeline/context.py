@@ -2,7 +2,9 @@
 
 A notebook's parameters cell holds only literals (run name, params file); everything derived from
 them is built here, where tests reach it, and is the same from JupyterLab, papermill or any
-working directory.
+working directory. Opening a stage takes the run's lock (or works under the runner's, see
+`store.lock`) and notes what the stage is made from; finishing it checks the failure budget and only
+then marks it done.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from ..llm.registry import build_llm
 from ..llm.types import ModelSpec
 from ..llm.usage import MeteredLLM
 from ..paths import project_root
+from ..store.lock import RunLock, enter_stage
 from ..store.manifest import StageRecord, begin_stage, end_stage, file_hashes, init_manifest
 from ..store.run import RunPaths, mark_done
+from .budget import FailureBudget
+from .freshness import stage_inputs
 from .preflight import check_machine
 
 
@@ -41,7 +46,20 @@ class StageContext:
     paths: RunPaths
     params_file: Path
     record: StageRecord
+    inputs: dict[str, Any] = field(default_factory=dict)
+    lock: RunLock | None = None
+    failures: FailureBudget | None = None
     _models: dict[str, MeteredLLM] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.failures is None:
+            self.failures = FailureBudget(self.stage, self.cfg.run.max_failure_fraction)
+
+    def count_units(self, kind: str, total: int, errors: list[str]) -> None:
+        """Book `total` units of `kind` (episodes, ratings, ...) of which `errors` failed (one message
+        each); `finish` refuses to mark the stage done when a kind is over the failure budget."""
+        assert self.failures is not None
+        self.failures.add(kind, total, errors)
 
     @cached_property
     def data(self) -> SotopiaData:
@@ -64,16 +82,41 @@ class StageContext:
         return pd.DataFrame(rows)
 
     def finish(self, outputs: list[Path], notes: dict[str, Any] | None = None) -> StageRecord:
-        """Mark the stage done: hashes of its outputs, LLM usage per role, notes, into the manifest."""
+        """Mark the stage done: hashes of its outputs and inputs, LLM usage per role, failures, notes,
+        into `_done.json` and the manifest; over the failure budget, record it failed and raise."""
+        assert self.failures is not None
         existing = [p for p in outputs if p.exists()]
         self.record.outputs = file_hashes(existing, self.paths.root)
+        self.record.inputs = _flat_inputs(self.inputs)
         self.record.llm_usage = {k: m.usage.model_dump() for k, m in self._models.items()}
-        self.record.notes = dict(notes or {})
-        end_stage(self.paths.root, self.record)
-        mark_done(self.paths, self.stage, existing)
+        self.record.notes = dict(notes or {}) | {"failures": self.failures.summary()}
         for m in self._models.values():
             print(m.usage.line())
+        problems = self.failures.problems()
+        end_stage(self.paths.root, self.record, "failed" if problems else "done")
+        try:
+            self.failures.check()
+            mark_done(self.paths, self.stage, existing, self.inputs, {"failures": self.failures.summary()})
+        finally:  # done or over the budget, this stage writes no more
+            self.release()
         return self.record
+
+    def release(self) -> None:
+        """Let another writer have the run (done by `finish`; a notebook that stops early keeps the
+        lock until this is called or its kernel ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _flat_inputs(inputs: dict[str, Any]) -> dict[str, str]:
+    """`_done.json`'s inputs as the manifest's flat `name -> hash` mapping."""
+    flat = {f"params:{k}": v for k, v in inputs.get("params", {}).items()}
+    flat |= {f"upstream:{k}": v or "" for k, v in inputs.get("upstream", {}).items()}
+    flat |= {f"library:{k}": v for k, v in inputs.get("library", {}).items()}
+    if "notebook" in inputs:
+        flat["notebook"] = inputs["notebook"]
+    return flat
 
 
 def open_stage(stage: str, params: str | Path, run: str = "") -> StageContext:
@@ -83,8 +126,11 @@ def open_stage(stage: str, params: str | Path, run: str = "") -> StageContext:
     if stage != "06_analysis":
         check_machine(cfg, str(params_file))
     paths = RunPaths.for_run(run or cfg.run.name)
+    lock = enter_stage(paths.root)  # before anything is written: a second writer stops here
     paths.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+    inputs = stage_inputs(cfg, paths, stage)
     init_manifest(paths.root, cfg.model_dump(mode="json"), str(params_file.relative_to(project_root()))
                   if params_file.is_relative_to(project_root()) else str(params_file))
     record = begin_stage(paths.root, stage)
-    return StageContext(stage=stage, cfg=cfg, paths=paths, params_file=params_file, record=record)
+    return StageContext(stage=stage, cfg=cfg, paths=paths, params_file=params_file, record=record,
+                        inputs=inputs, lock=lock)

@@ -51,6 +51,9 @@ def generate_rounds(ctx: StageContext) -> list[GenerationReport]:
                                 seed=cfg.run.seed * 100 + k, used_pks=used, round_=k)
         used |= set(report.used_pks)
         reports.append(report)
+    for r in reports:  # a rejected task is the generator's quality; a failed request is a failure
+        ctx.count_units("task requests", r.requests,
+                        [x.detail for x in r.rejected if x.reason == "request_failed"])
     tasks = [t for r in reports for t in r.tasks]
     write_tasks(ctx.paths.tasks, tasks)
     atomic_write_text(ctx.paths.rejected_tasks,
@@ -82,11 +85,30 @@ def reformatter(ctx: StageContext) -> LLM:
 
 
 def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> Collection:
-    return collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
-                   judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
-                   ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                   judge_samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars,
-                   seed=ctx.cfg.run.seed, reformatter=reformatter(ctx))
+    collection = collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
+                         judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
+                         ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
+                         judge_samples=ctx.cfg.judge.samples,
+                         reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ctx.cfg.run.seed,
+                         reformatter=reformatter(ctx))
+    count_failures(ctx, collection.summary.requested, collection.episodes, collection.ratings,
+                   ctx.paths.episodes(source, round_), ctx.paths.ratings(source, round_))
+    return collection
+
+
+def count_failures(ctx: StageContext, wanted: int, episodes: list[EpisodeRecord], ratings: list[EpisodeRating],
+                   episodes_path: Path, ratings_path: Path) -> None:
+    """Book a file pair's episodes and ratings with the failure budget: `wanted` episodes, of which those
+    not in `episodes` failed (causes from the failure records), and a rating per sample of each."""
+    done = {e.episode_id for e in episodes}
+    last = {f.episode_id: f.error for f in EpisodeStore(episodes_path).failures() if f.episode_id not in done}
+    missing = wanted - len(episodes)
+    ctx.count_units("episodes", wanted, (list(last.values()) + ["not played"] * missing)[:missing])
+    rated = {r.key for r in ratings}
+    reasons = {f.key: f.error for f in RatingStore(ratings_path).failures() if f.key not in rated}
+    expected = len(episodes) * ctx.cfg.judge.samples
+    unrated = max(0, expected - len(ratings))
+    ctx.count_units("ratings", expected, (list(reasons.values()) + ["not judged"] * unrated)[:unrated])
 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
@@ -224,6 +246,9 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
                              reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed,
                              reformatter=reformatter(ctx))
+    for plan, run in zip(plans, runs, strict=True):
+        wanted = len(plan.combos) * (2 if ev.both_positions else 1)
+        count_failures(ctx, wanted, run.episodes, run.ratings, plan.episodes_path, plan.ratings_path)
     return runs
 
 
@@ -233,6 +258,7 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
     for run in (r for r in runs if r.task_set == "safety"):
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
                                   ctx.paths.compliance(run.model))
+    ctx.count_units("safety compliance flags", len(flags), [f.error for f in flags if f.error])
     return flags
 
 
@@ -323,6 +349,7 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
             spec = spec.model_copy(update={"backend": "hf", "options": {}})
         label = name if spec == policy_spec(ctx, name) else f"{name}+hf"
         results = evaluate_mmlu(ctx.model(label, spec=spec), chosen, cfg, dev=dev)
+        ctx.count_units("MMLU answers", len(results), [r.error for r in results if r.error])
         save_mmlu_results(ctx.paths.mmlu(name), results)
         out[name] = results
     return out

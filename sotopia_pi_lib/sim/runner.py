@@ -11,20 +11,21 @@ resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..llm.base import LLM
+from ..llm.cache import model_hash
 from ..llm.json_output import parse_structured
 from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
+from ..store.keys import content_hash, result_fields
 from .episode import AgentAction, EndReason, EpisodeRecord, Turn
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
@@ -50,6 +51,9 @@ class RunConfig(BaseModel):
     and, if that fails too, becomes `none` (SOTOPIA's agent, sotopia/generation_utils/generate.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields that change how episodes are scheduled, never what they contain: left out of episode ids.
+    EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"progress", "max_live_episodes", "chained", "use_sessions"})
 
     prompts: Literal["project", "sotopia"] = Field(
         "project",
@@ -82,22 +86,52 @@ class RunResult(BaseModel):
     summary: RunSummary
 
 
-def episode_id(spec: EpisodeSpec, config: RunConfig) -> str:
-    """Same inputs -> same id, so a re-run recognises finished episodes (and hits the response cache)."""
+def model_hashes(models: Mapping[str, LLM]) -> dict[str, str]:
+    """Label -> hash of the model's identity (weights, adapter, dtype, endpoint...), for episode ids."""
+    return {label: model_hash(llm.identity()) for label, llm in models.items()}
+
+
+def episode_id(spec: EpisodeSpec, config: RunConfig, identities: Mapping[str, str],
+               reformatter: str | None = None) -> str:
+    """A hash of everything that shapes the episode, so a re-run recognises finished episodes (and hits
+    the response cache) but never reuses one made under other settings: the full setup (scenario,
+    profiles, goals, relationship, ...), each seat's label and model identity (`identities`: label ->
+    model hash), the seed and tags, every result-shaping field of the simulation config (so a field
+    added to it later counts too) and the first prompt of each seat as rendered (so a changed prompt
+    template counts even without a new prompt_version) and the reformatting model's hash (`reformatter`;
+    None: each turn's own model rewrites its output)."""
     key = {
-        "env": spec.setup.env_id,
-        "combo": spec.setup.combo_id,
-        "agents": spec.setup.agent_ids,
-        "models": spec.models,
+        "v": 2,
+        "setup": spec.setup,
+        "models": [[label, identities[label]] for label in spec.models],
         "seed": spec.seed,
-        "tags": dict(sorted(spec.tags.items())),
-        "prompt": style_version(config),
-        "rules": config.rules.model_dump(mode="json"),
-        "protocol": protocol(config),
-        "sampling": config.sampling.model_dump(),
+        "tags": spec.tags,
+        "simulation": result_fields(config),
+        "prompts": first_prompts(spec, config),
+        "reformatter": reformatter,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return f"ep-{digest[:20]}"
+    return f"ep-{content_hash(key, 20)}"
+
+
+def first_prompts(spec: EpisodeSpec, config: RunConfig) -> list[str] | str:
+    """Hashes of each seat's first prompt as rendered; in the sotopia style the package renders them
+    (in a subprocess, too costly per id), so its pinned version stands for them."""
+    if config.prompts == "sotopia":
+        return style_version(config)
+    return [content_hash(render_prompt(spec.setup, agent, [], config.prompt_version, config.visibility))
+            for agent in (0, 1)]
+
+
+def episode_ids(specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig,
+                reformatter: LLM | None = None) -> list[str]:
+    """The id of each spec (what `run_episodes` plays them as, with the same `reformatter`), in order."""
+    unknown = sorted({m for s in specs for m in s.models} - set(models))
+    if unknown:
+        raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
+    used = {m for s in specs for m in s.models}
+    identities = model_hashes({label: llm for label, llm in models.items() if label in used})
+    fixer = model_hash(reformatter.identity()) if reformatter is not None else None
+    return [episode_id(spec, config, identities, fixer) for spec in specs]
 
 
 def protocol(config: RunConfig) -> dict[str, str]:
@@ -303,16 +337,12 @@ def _failure(ep: _Live, error: str) -> EpisodeFailure:
 
 
 def _todo(
-    specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig
+    specs: Sequence[EpisodeSpec], models: Mapping[str, LLM], config: RunConfig, reformatter: LLM | None
 ) -> list[tuple[str, EpisodeSpec]]:
     if config.prompts == "project":
         get_style(config.prompt_version)
-    unknown = sorted({m for s in specs for m in s.models} - set(models))
-    if unknown:
-        raise ConfigError(f"episode specs name model(s) {unknown} not in models {sorted(models)}")
     ids: dict[str, EpisodeSpec] = {}
-    for spec in specs:
-        eid = episode_id(spec, config)
+    for spec, eid in zip(specs, episode_ids(specs, models, config, reformatter), strict=True):
         if eid in ids:
             raise ConfigError(
                 f"two specs give episode {eid} (scenario {spec.setup.env_id}, same characters, models, "
@@ -483,7 +513,7 @@ def run_episodes(
     pairings of two models run in rounds. Sotopia style (config.prompts): the official package plays
     them all."""
     config = config or RunConfig()
-    todo = _todo(specs, models, config)
+    todo = _todo(specs, models, config, reformatter)
     done = store.completed_ids() if store is not None else set()
     left = [(eid, s) for eid, s in todo if eid not in done]
     summary = RunSummary(requested=len(todo), skipped=len(todo) - len(left))

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail
+from ..redact import scrub_text
+from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail, retain_jsonl
 from .episode import EpisodeRecord, Turn
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class EpisodeFailure(BaseModel):
     turn: int
     error: str
     tags: dict[str, str] = Field(default_factory=dict)
+
+    _no_secrets = field_validator("error")(scrub_text)  # a backend error may echo a URL or key
 
 
 class EpisodeStore:
@@ -76,6 +79,13 @@ class EpisodeStore:
 
     def __len__(self) -> int:
         return len(self.completed_ids())
+
+    def retain(self, ids: set[str]) -> int:
+        """Keep only episodes (and failure records) with these ids; the rest, made under other settings,
+        move to `superseded/` (see store.jsonl.retain_jsonl). Returns how many episodes moved."""
+        self._ensure_repaired()
+        retain_jsonl(self.failures_path, EpisodeFailure, lambda f: f.episode_id in ids)
+        return retain_jsonl(self.path, EpisodeRecord, lambda r: r.episode_id in ids)
 
 
 class RunSummary(BaseModel):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DataError
+from .files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -112,3 +113,47 @@ def _raise_bad_line(path: Path, lineno: int, model: type[BaseModel], e: Validati
 
 def read_jsonl(path: str | Path, model: type[M]) -> list[M]:
     return [record for _, record in iter_jsonl(path, model)]
+
+
+SUPERSEDED = "superseded"  # sub-folder beside a results file holding the records it no longer wants
+
+
+def superseded_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.parent / SUPERSEDED / path.name
+
+
+def retain_jsonl(path: str | Path, model: type[M], keep: Callable[[M], bool]) -> int:
+    """Keep in `path` only the records `keep` accepts; the others move to `superseded/<name>` beside it.
+
+    Used when settings changed: records made under the old settings have other keys and would
+    otherwise sit beside the new ones, and anything reading the whole file would mix them. They are
+    moved, not deleted (nothing computed is lost). The moved lines are appended and synced before the
+    file is atomically rewritten, so a crash at any point loses no record (at worst one is in both).
+    Returns how many records moved.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept: list[bytes] = []
+    moved: list[bytes] = []
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = model.model_validate_json(line)
+        except ValidationError as e:
+            _raise_bad_line(path, lineno, model, e)
+        (kept if keep(record) else moved).append(line if line.endswith(b"\n") else line + b"\n")
+    if moved:
+        aside = superseded_path(path)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        with open(aside, "ab") as f:
+            f.write(b"".join(moved))
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write_bytes(path, b"".join(kept))
+        log.warning("%s: moved %d record(s) made under other settings to %s", path, len(moved), aside)
+    return len(moved)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,11 +20,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..paths import project_root
+from ..redact import register_from_params, scrub
 from .files import atomic_write_text, sha256_file
 
 PACKAGES = ("sotopia-pi-lib", "torch", "transformers", "peft", "trl", "bitsandbytes", "xgrammar",
             "openai", "vllm", "pydantic", "pandas", "scipy", "papermill")
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|api[_-]?key)", re.IGNORECASE)
 
 
 class StageRecord(BaseModel):
@@ -92,15 +91,11 @@ def hardware() -> dict[str, Any]:
 
 
 def scrub_secrets(obj: Any) -> Any:
-    """Drop any value that looks like an API key; params should hold none, this is the last guard."""
-    if isinstance(obj, dict):
-        return {k: ("<redacted>" if _SECRET.search(str(k)) and "env" not in str(k) else scrub_secrets(v))
-                for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [scrub_secrets(v) for v in obj]
-    if isinstance(obj, str) and re.fullmatch(r"sk-[A-Za-z0-9_-]{16,}", obj):
-        return "<redacted>"
-    return obj
+    """Params as the manifest may hold them: secret-named fields, the values of the env vars the
+    params name in `api_key_env` (and of any *_API_KEY/*TOKEN variable), and key-shaped strings or
+    URL passwords are masked (see `sotopia_pi_lib.redact`). Params should hold none; this is the guard."""
+    register_from_params(obj)
+    return scrub(obj)
 
 
 def manifest_path(run_dir: Path) -> Path:
@@ -115,7 +110,9 @@ def load_manifest(run_dir: Path) -> Manifest | None:
 
 
 def save_manifest(run_dir: Path, manifest: Manifest) -> Path:
-    return atomic_write_text(manifest_path(run_dir), manifest.model_dump_json(indent=2))
+    """Write atomically; every string (params, notes, errors a stage recorded) is scrubbed first."""
+    clean = Manifest.model_validate(scrub(manifest.model_dump(mode="json")))
+    return atomic_write_text(manifest_path(run_dir), clean.model_dump_json(indent=2))
 
 
 def init_manifest(run_dir: Path, params: dict[str, Any], params_file: str | None = None) -> Manifest:

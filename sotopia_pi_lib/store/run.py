@@ -1,8 +1,9 @@
 """The layout of a run folder, `results/<run>/`: the only channel between stages.
 
 Each stage writes under its own sub-folder and finishes by writing `_done.json` listing its output
-files with their sha256; a stage counts as complete only while that marker exists and every listed
-file is still there unchanged, so deleting a file from the middle of a run re-runs its stage.
+files with their sha256 and what it was made from (see `pipeline.freshness`); a stage counts as
+complete only while that marker exists and every listed file is still there unchanged, so deleting a
+file from the middle of a run re-runs its stage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..paths import results_dir
 from .files import atomic_write_text, sha256_file
@@ -97,14 +99,26 @@ class RunPaths:
         return self.stage_dir(stage) / "_done.json"
 
 
-def mark_done(paths: RunPaths, stage: str, outputs: list[Path]) -> Path:
-    """Record that `stage` finished, with the sha256 of every output file (folders: every file)."""
+def mark_done(paths: RunPaths, stage: str, outputs: list[Path], inputs: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None) -> Path:
+    """Record that `stage` finished: the sha256 of every output file (folders: every file), what it was
+    made from (`inputs`, see pipeline.freshness) and anything else worth keeping (`extra`)."""
     files: dict[str, str] = {}
     for p in outputs:
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
             if f.is_file():
                 files[str(f.relative_to(paths.root))] = sha256_file(f)
-    return atomic_write_text(paths.done_marker(stage), json.dumps({"stage": stage, "outputs": files}, indent=1))
+    record = {"stage": stage, "outputs": files, "inputs": inputs or {}, **(extra or {})}
+    return atomic_write_text(paths.done_marker(stage), json.dumps(record, indent=1))
+
+
+def read_marker(paths: RunPaths, stage: str) -> dict[str, Any] | None:
+    """A stage's `_done.json` (None when missing or unreadable)."""
+    try:
+        marker = json.loads(paths.done_marker(stage).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("outputs"), dict) else None
 
 
 def stage_problems(paths: RunPaths, stage: str) -> list[str]:
@@ -112,10 +126,10 @@ def stage_problems(paths: RunPaths, stage: str) -> list[str]:
     marker = paths.done_marker(stage)
     if not marker.is_file():
         return [f"{stage}: not finished ({marker} missing)"]
-    try:
-        outputs = json.loads(marker.read_text())["outputs"]
-    except (json.JSONDecodeError, KeyError):
+    record = read_marker(paths, stage)
+    if record is None:
         return [f"{stage}: unreadable marker {marker}"]
+    outputs = record["outputs"]
     problems = []
     for rel, digest in outputs.items():
         f = paths.root / rel
