@@ -54,8 +54,8 @@ lab: setup data model ## open JupyterLab on the notebooks
 figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from saved results (notebook 06, no model)
 	$(PIPE) --stages 06_analysis --force
 
-bench: setup data model ## run every benchmark under bench/ and print its numbers
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: setup data model ## run every benchmark under bench/, print its numbers and write them into docs/performance.md
+	@for b in bench/[!_]*.py; do echo "== $$b"; BENCH_DOCS=docs/performance $(BIN)/python $$b || exit 1; done
 
 clean: ## remove the virtual environment, caches and fetched data (keeps results/)
 	rm -rf $(VENV) data models cache .pytest_cache .ruff_cache

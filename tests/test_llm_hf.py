@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sotopia_pi_lib.errors import ConfigError
-from sotopia_pi_lib.llm.attention import PACKED_SDPA
-from sotopia_pi_lib.llm.cpu_linear import PackedLinear, can_pack
+from sotopia_pi_lib.llm.engine.attention import PACKED_SDPA
+from sotopia_pi_lib.llm.engine.cpu_linear import PackedLinear, can_pack
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.hf_load import cpu_has_native_bf16
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams

@@ -5,8 +5,12 @@ max_batch_size, max_batch_tokens, kv_cache_bytes, jump_forward, pack_weights. We
 first generate/choice_logprobs call, never in the constructor or identity(): a fully cached re-run
 must not load a model.
 
-Generation runs decode.py's loop (continuous batching, grouped prefill, KV kept across calls and found
-by session or shared prefix, xgrammar-constrained JSON); see there for why it is not model.generate.
+Generation runs the engine (engine/: continuous batching, grouped prefill, KV kept across calls and
+found by session or shared prefix, xgrammar-constrained JSON; engine/decode.py says why it is not
+model.generate). The engine relies on private transformers and torch hooks (engine/hooks.py); when the
+installed versions are not the tested ones or a hook's self-check fails at load, the backend logs one
+warning and runs its plain path instead (hf_plain.py: model.generate with xgrammar's logits processor),
+which keeps every promise below and is slower. Option `engine` (auto | on | off) chooses.
 - Reproducible per request: greedy or sampled, a reply depends on the request alone (its own random
   stream from seed and sample_index), not on its batch-mates or on KV reuse, up to float rounding
   (batched matmuls and reused KV round differently, ~1e-6 relative; a token flips only at a near-tie).
@@ -18,6 +22,7 @@ by session or shared prefix, xgrammar-constrained JSON); see there for why it is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -29,25 +34,17 @@ from tqdm.auto import tqdm
 
 from ..errors import BackendError, ConfigError
 from .base import LLM, Chain, Then
-from .decode import Engine
+from .engine import EngineSettings, EngineUnavailable
 from .fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
-from .hf_load import (
-    Loaded,
-    check_attention,
-    context_limit,
-    load,
-    parse_options,
-    pick_device,
-    pick_dtype,
-    resolve_model,
-)
-from .jobs import DecodeStats, Job, Outcome
+from .hf_load import Loaded, context_limit, load, parse_options, pick_device, pick_dtype, resolve_model
+from .jobs import DecodeStats, Job, Outcome, Runner
 from .json_output import check_schemas
-from .kvcache import SessionStore
 from .schema import parse_json_output
 from .types import LLMRequest, LLMResponse, Message, ModelSpec
 
 LOGPROB_ROWS, LOGPROB_TOKENS = 8, 4096
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # each reason for the plain path is logged once per process
 
 
 class _CallerError(Exception):
@@ -60,13 +57,14 @@ class HFModel(LLM):
             raise ConfigError(f"HFModel needs an hf model spec, got backend {spec.backend!r}")
         self.spec = spec
         self.options = parse_options(spec)
-        self.sessions = SessionStore(self.options.kv_cache_bytes)
         self._lock = threading.RLock()
         self._model_path: str | None = None
         self._identity: dict[str, Any] | None = None
         self._loaded: Loaded | None = None
-        self._engine: Engine | None = None
+        self._runner: Runner | None = None
         self._book: Any = None
+        self.path: str | None = None  # "engine" or "plain" once loaded
+        self.plain_reason: str | None = None  # why the plain path runs
 
     @property
     def model_path(self) -> str:
@@ -81,11 +79,11 @@ class HFModel(LLM):
     @property
     def stats(self) -> DecodeStats:
         """Prefill tokens computed vs reused, decode tokens, time in forward/grammar/sampling."""
-        return self._engine.stats if self._engine is not None else DecodeStats()
+        return self._runner.stats if self._runner is not None else DecodeStats()
 
     def reset_stats(self) -> None:
-        if self._engine is not None:
-            self._engine.stats = DecodeStats()
+        if self._runner is not None:
+            self._runner.stats = DecodeStats()
 
     def identity(self) -> dict[str, Any]:
         """Content hashes, not paths, name the weights, so a moved checkout keeps its cache and a
@@ -105,27 +103,50 @@ class HFModel(LLM):
             }  # fmt: skip
         return dict(self._identity)
 
-    def _load(self) -> tuple[Loaded, Engine]:
-        if self._loaded is None or self._engine is None:
-            loaded = load(self.model_path, self.spec.adapter, self.options)
-            check_attention(loaded.net.config)
-            pad_id = (
-                loaded.tokenizer.pad_token_id
-                if loaded.tokenizer.pad_token_id is not None
-                else loaded.stop_ids[0]
-            )
-            self._engine = Engine(
-                loaded.net, self.grammar_book, loaded.stop_ids, pad_id, self.sessions,
-                self.options.max_batch_size, self.options.max_batch_tokens, self.options.jump_forward,
+    def _load(self) -> tuple[Loaded, Runner]:
+        if self._loaded is None or self._runner is None:
+            self._loaded = load(self.model_path, self.spec.adapter, self.options)
+            self._runner = self._start_runner()
+        return self._loaded, self._runner
+
+    def _start_runner(self) -> Runner:
+        """The engine, unless option engine is off or it refuses (hooks.py); else the plain path."""
+        from . import engine
+
+        loaded, o = self._loaded, self.options
+        assert loaded is not None
+        pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.stop_ids[0]
+        if o.engine == "off":
+            reason = "hf option engine: off"
+        else:
+            settings = EngineSettings(
+                stop_ids=loaded.stop_ids, pad_id=pad_id, max_batch_size=o.max_batch_size,
+                max_batch_tokens=o.max_batch_tokens, kv_cache_bytes=o.kv_cache_bytes, jump_forward=o.jump_forward,
+                pack_weights=o.pack_weights and not o.load_in_4bit, ignore_versions=o.engine == "on",
             )  # fmt: skip
-            self._loaded = loaded
-        return self._loaded, self._engine
+            try:
+                runner = engine.start(loaded.net, self.grammar_book, settings)
+                self.path, self.plain_reason = "engine", None
+                return runner
+            except EngineUnavailable as e:
+                if o.engine == "on":
+                    raise BackendError(f"{self.spec.label}: hf option engine: on, but {e}") from e
+                reason = str(e)
+                if e.modified:  # the engine had already changed the model: load it afresh
+                    self._loaded = loaded = load(self.model_path, self.spec.adapter, o)
+            if reason not in _warned:  # once per reason and process, not per model of a stage
+                _warned.add(reason)
+                log.warning("%s: the hf backend runs its plain transformers path (slower): %s", self.spec.label, reason)
+        from .hf_plain import PlainRunner
+
+        self.path, self.plain_reason = "plain", reason
+        return PlainRunner(loaded.net, self.grammar_book, loaded.stop_ids, pad_id, o.max_batch_size, o.max_batch_tokens)
 
     def grammar_book(self) -> Any:
         if self._book is None:
             from .grammar import GrammarBook
 
-            loaded = self._load()[0]
+            loaded = self._loaded or self._load()[0]
             self._book = GrammarBook(loaded.tokenizer, loaded.vocab_size, loaded.stop_ids)
         return self._book
 
@@ -147,13 +168,13 @@ class HFModel(LLM):
         if not requests:
             return []
         with self._lock:
-            loaded, engine = self._load()
+            loaded, runner = self._load()
             compiled = [
                 self.grammar_book().compile(r.json_schema) if r.json_schema else None for r in requests
             ]
             jobs, errors = self._jobs(requests, compiled, loaded)
             runnable = [i for i, job in enumerate(jobs) if job is not None]
-            outcomes = self._run(engine, [jobs[i] for i in runnable], progress)  # type: ignore[misc]
+            outcomes = self._run(runner, [jobs[i] for i in runnable], progress)  # type: ignore[misc]
         by_index = dict(zip(runnable, outcomes, strict=True))
         return [
             errors[i] if i in errors else self._response(r, jobs[i], by_index[i], loaded)  # type: ignore[arg-type]
@@ -163,9 +184,10 @@ class HFModel(LLM):
     def generate_chained(self, first: Chain, then: Then, *, progress: bool = False) -> None:
         """One decode run for the whole chain: a follow-up is prefilled and joins the running batch
         as soon as the answer it depends on is out, so episodes never wait for the slowest reply of a
-        round (16 episodes, 6 turns: 506 decode steps in rounds, see bench/sim_throughput.py)."""
+        round (16 episodes, 6 turns: 506 decode steps in rounds, see bench/sim_throughput.py). The plain
+        path plays rounds of its own batches."""
         with self._lock:
-            loaded, engine = self._load()
+            loaded, runner = self._load()
             meta: list[tuple[Any, LLMRequest, Job]] = []  # by engine job index
 
             def jobs_for(pairs: Chain) -> list[Job]:
@@ -190,13 +212,13 @@ class HFModel(LLM):
                     raise _CallerError() from e
 
             try:
-                engine.run(jobs_for(first), on_done=done)
+                runner.run(jobs_for(first), on_done=done)
             except _CallerError as e:
                 raise e.__cause__ from None  # type: ignore[misc]
             except (RuntimeError, MemoryError) as e:
                 raise BackendError(f"{self.spec.label}: generation failed: {type(e).__name__}: {e}") from e
 
-    def _run(self, engine: Engine, jobs: list[Job], progress: bool) -> list[Outcome]:
+    def _run(self, engine: Runner, jobs: list[Job], progress: bool) -> list[Outcome]:
         bar = tqdm(total=len(jobs), desc=f"{self.spec.label} generate", disable=not progress, unit="req")
         before, t0 = engine.stats.model_copy(), time.perf_counter()
 
@@ -246,8 +268,7 @@ class HFModel(LLM):
                     prompt=prompt,
                     max_tokens=min(s.max_tokens, limit - len(prompt)),
                     sampling=make_row_sampling(s.temperature, s.top_p, request.seed, request.sample_index),
-                    matcher=self.grammar_book().matcher(schema) if schema else None,
-                    reserve=schema.reserve if schema else 0,
+                    schema=schema,
                     session=request.session,
                 )
             )
@@ -291,5 +312,6 @@ class HFModel(LLM):
 
     def close(self) -> None:
         with self._lock:
-            self.sessions.clear()
-            self._engine = self._loaded = self._book = None
+            if self._runner is not None:
+                self._runner.close()
+            self._runner = self._loaded = self._book = None

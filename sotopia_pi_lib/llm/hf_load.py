@@ -1,7 +1,9 @@
 """The hf backend's options and weight loading (transformers, optional peft adapter, optional 4-bit).
 
-Kept apart from the decode loop so that building a model spec, checking its options and computing its
-identity never import torch or touch the weights: a fully cached re-run must not load a model.
+Loading gives a plain transformers model, whichever path then decodes it (the engine changes it
+further, see engine.prepare). Kept apart from decoding so that building a model spec, checking its
+options and computing its identity never import torch or touch the weights: a fully cached re-run
+must not load a model.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ class HFOptions(BaseModel):
     kv_cache_bytes: int = Field(2 << 30, ge=0, description="KV kept across calls (0: no reuse)")
     jump_forward: bool = Field(True, description="feed text the JSON grammar forces without a step per token")
     pack_weights: bool = Field(
-        True, description="CPU: keep linear weights in oneDNN's layout (cpu_linear.py; bf16 bit-identical)"
+        True, description="CPU: keep linear weights in oneDNN's layout (engine/cpu_linear.py; bf16 bit-identical)"
+    )
+    engine: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="auto: the engine (engine/) when the installed torch and transformers are the tested "
+        "series and its self-check passes, else the plain transformers path with a warning; on: the "
+        "engine whatever the versions (a failed self-check is an error); off: the plain path",
     )
 
 
@@ -135,15 +143,6 @@ def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
         net = net.to(device)
     if adapter:
         net = attach_adapter(net, adapter, merge=not opt.load_in_4bit)
-    if device == "cpu" and net.config._attn_implementation == "sdpa":
-        from .attention import PACKED_SDPA  # registers it with transformers
-
-        net.set_attn_implementation(PACKED_SDPA)  # measured on CPUs only; CUDA keeps sdpa
-    if device == "cpu" and opt.pack_weights and not opt.load_in_4bit:
-        from .cpu_linear import can_pack, pack_linears
-
-        if can_pack(dtype):
-            pack_linears(net)  # after the adapter is merged: it packs the merged weights
     net.eval()
     return Loaded(
         net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size
@@ -200,13 +199,3 @@ def context_limit(config: Any) -> int:
     limit = int(getattr(config, "max_position_embeddings", None) or 1 << 20)
     window = getattr(config, "sliding_window", None)
     return min(limit, int(window)) if window else limit
-
-
-def check_attention(config: Any) -> None:
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-    unsupported = kinds - {"full_attention", "sliding_attention"}
-    if unsupported:
-        raise BackendError(
-            f"the hf backend decodes full-attention transformers only; this model has {sorted(unsupported)} "
-            "layers (use the vllm backend)"
-        )
