@@ -64,7 +64,7 @@ def test_the_engine_packs_the_embedded_model_bit_identically(embedded_model_dir:
     ids = torch.randint(0, 40_000, (2, 40), generator=torch.Generator().manual_seed(2))
     logits = {}
     for pack in (False, True):
-        net = load(str(embedded_model_dir), None, HFOptions(dtype="bfloat16")).net
+        net = load(str(embedded_model_dir), {}, HFOptions(dtype="bfloat16")).net
         prepare(net, pack_weights=pack)
         linears = [m for m in net.modules() if isinstance(m, nn.Linear | PackedLinear)]
         assert len(linears) == 30 * 7 + 1 and all(isinstance(m, PackedLinear) == pack for m in linears)

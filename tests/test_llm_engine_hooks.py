@@ -83,8 +83,8 @@ def test_hf_falls_back_with_one_warning_and_a_fresh_model(
     """A failed self-check after the engine packed the weights: the backend reloads the model for its
     plain path, warns once saying why, and still answers schema-valid JSON."""
     monkeypatch.setattr(engine, "self_check", lambda *a: "the engine's self-check failed: simulated")
-    monkeypatch.setattr("sotopia_pi_lib.llm.hf._warned", set())
-    caplog.set_level(logging.WARNING, logger="sotopia_pi_lib.llm.hf")
+    monkeypatch.setattr("sotopia_pi_lib.llm.hf_base._warned", set())
+    caplog.set_level(logging.WARNING, logger="sotopia_pi_lib.llm.hf_base")
     m = HFModel(ModelSpec(backend="hf", model="embedded"))
     for i in range(2):
         out = m.generate([action(i, max_tokens=40)])[0]

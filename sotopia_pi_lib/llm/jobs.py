@@ -43,6 +43,9 @@ class Job:
     sampling: RowSampling
     schema: CompiledSchema | None = None  # the reply must be JSON valid under it
     session: str | None = None
+    # The LoRA adapter the model runs for it (its peft name; None: the base). The caller activates it
+    # on the model; a runner keeps KV apart per adapter and runs one adapter at a time.
+    adapter: str | None = None
 
     @property
     def reserve(self) -> int:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -214,20 +217,38 @@ class MicroBatcher:
         return items
 
 
+def served_models(llm: LLM | Mapping[str, LLM], model_name: str | None) -> dict[str, LLM]:
+    """Served name -> model: one model under `model_name`, or a mapping of several. Several names
+    may serve one model (the rehearsal profile asks the embedded model as expert, partner and judge,
+    each under its own name, so that clients cache and account per role)."""
+    if isinstance(llm, LLM):
+        if not model_name:
+            raise ConfigError("serving one model needs its model_name")
+        return {model_name: llm}
+    if model_name is not None or not llm:
+        raise ConfigError("serve several models as a mapping of served name -> model, without model_name")
+    return dict(llm)
+
+
 def create_app(
-    llm: LLM, *, model_name: str, api_key: str | None = None, max_batch: int = 32, max_wait_ms: float = 10.0
-) -> FastAPI:
-    """The app; `api_key` (if given) is required as `Authorization: Bearer KEY` on /v1 routes."""
-    batcher = MicroBatcher(llm, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+    llm: LLM | Mapping[str, LLM], *, model_name: str | None = None, api_key: str | None = None,
+    max_batch: int = 32, max_wait_ms: float = 10.0,
+) -> FastAPI:  # fmt: skip
+    """The app over one model (`model_name`) or a mapping served name -> model, each behind its own
+    micro-batcher; `api_key` (if given) is required as `Authorization: Bearer KEY` on /v1 routes."""
+    models = served_models(llm, model_name)
+    batchers = {name: MicroBatcher(m, max_batch=max_batch, max_wait_s=max_wait_ms / 1000) for name, m in models.items()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        task = asyncio.create_task(batcher.run())
+        tasks = [asyncio.create_task(b.run()) for b in batchers.values()]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     app = FastAPI(title="sotopia-pi-lib OpenAI-compatible server", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.batchers = batchers
+    app.state.batcher = next(iter(batchers.values()))  # the first (the only one, serving one model)
 
     @app.middleware("http")
     async def require_key(request: Request, call_next):  # noqa: ANN001, ANN202
@@ -256,28 +277,64 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        card = {"id": model_name, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"}
-        return {"object": "list", "data": [card]}
+    async def list_models() -> dict[str, Any]:
+        cards = [{"id": name, "object": "model", "created": 0, "owned_by": "sotopia-pi-lib"} for name in batchers]
+        return {"object": "list", "data": cards}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any]:
-        if body.model != model_name:
+        if body.model not in batchers:
+            served = ", ".join(repr(n) for n in batchers)
             raise WireError(
                 404,
-                f"model {body.model!r} does not exist; this server serves {model_name!r}",
+                f"model {body.model!r} does not exist; this server serves {served}",
                 param="model",
                 code="model_not_found",
             )
         request = to_llm_request(body)
         try:
-            response = await batcher.submit(request)
+            response = await batchers[body.model].submit(request)
         except SotopiaPiError as exc:
             raise WireError(400, str(exc)) from None
         except Exception as exc:
             raise WireError(500, f"generation failed: {type(exc).__name__}", kind="server_error") from None
         if response.error is not None:  # failed for good (see LLM): 422, which clients do not retry
             raise WireError(422, f"generation failed: {response.error}", code="generation_failed")
-        return to_wire_response(response, model_name)
+        return to_wire_response(response, body.model)
 
     return app
+
+
+class FaultPlan(BaseModel):
+    """Failures injected into chat requests, for tests of client retries: of every `period` requests
+    (counted on arrival, whatever the model), the first ones are answered with `statuses` in turn,
+    as OpenAI's API answers when rate-limited (429) or failing (500)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: int = Field(4, ge=1)
+    statuses: tuple[int, ...] = (429, 500)
+    retry_after_s: float = Field(0.0, ge=0.0, description="the Retry-After header of a 429")
+
+
+def inject_faults(app: FastAPI, plan: FaultPlan) -> Counter[int]:
+    """Make `app` fail chat requests by `plan`; returns the live count of injected failures by status."""
+    injected: Counter[int] = Counter()
+    arrivals = itertools.count()
+
+    @app.middleware("http")
+    async def fail_some(request: Request, call_next):  # noqa: ANN001, ANN202
+        if request.method == "POST" and request.url.path == "/v1/chat/completions":
+            k = next(arrivals) % plan.period
+            if k < len(plan.statuses):
+                status = plan.statuses[k]
+                injected[status] += 1
+                kind = "rate_limit_error" if status == 429 else "server_error"
+                response = WireError(status, f"injected failure ({status})", kind=kind).response()
+                if status == 429:
+                    response.headers["retry-after"] = str(plan.retry_after_s)
+                return response
+        return await call_next(request)
+
+    app.state.injected = injected
+    return injected

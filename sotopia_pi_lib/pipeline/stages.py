@@ -80,7 +80,12 @@ def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> 
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
     """BC data (the expert in both seats) and SR data (the base policy in both seats)."""
-    return {s: collect_source(ctx, s, 1, ctx.model(PLAYER_ROLE[s])) for s in ctx.cfg.collect.sources}
+    out = {}
+    for s in ctx.cfg.collect.sources:
+        out[s] = collect_source(ctx, s, 1, ctx.model(PLAYER_ROLE[s]))
+        ctx.release(PLAYER_ROLE[s])
+    ctx.release("judge")
+    return out
 
 
 def collection_table(collections: dict[str, Collection]) -> pd.DataFrame:
@@ -171,6 +176,7 @@ def bc_sr_round(ctx: StageContext) -> tuple[Collection, FilterResult]:
     """Round 2 of BC+SR: self-play of the BC-trained policy on fresh tasks, judged and filtered."""
     player = ctx.model("policy", spec=policy_spec(ctx, "bc"), label="policy+bc")
     collection = collect_source(ctx, "bc_sr", 2, player)
+    ctx.release("policy+bc", "judge")  # before BC+SR trains: its weights must not share the memory
     return collection, filter_source(ctx, "bc_sr", 2)
 
 
@@ -212,6 +218,7 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
                              both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
                              reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed)
+    ctx.release("partner", *(m for m in ev.models if m not in ctx.cfg.mmlu.models))  # the judge: compliance next
     return runs
 
 
@@ -221,6 +228,7 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
     for run in (r for r in runs if r.task_set == "safety"):
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
                                   ctx.paths.compliance(run.model))
+    ctx.release("judge")
     return flags
 
 
@@ -267,9 +275,12 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
     chosen = [questions[i] for i in select_questions(questions, cfg)]
     out = {}
     for name in cfg.models:
-        results = evaluate_mmlu(ctx.model(name, spec=policy_spec(ctx, name)), chosen, cfg)
+        ctx.model(name, spec=policy_spec(ctx, name))
+    for name in cfg.models:  # every variant registered first: their engine loads once, with all adapters
+        results = evaluate_mmlu(ctx.model(name), chosen, cfg)
         save_mmlu_results(ctx.paths.mmlu(name), results)
         out[name] = results
+    ctx.release(*cfg.models)
     return out
 
 

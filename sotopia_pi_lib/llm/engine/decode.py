@@ -28,7 +28,7 @@ from ..grammar import BatchMasker, GrammarBook, unpack
 from ..jobs import DecodeStats, Job, OnDone, Outcome, truncation_error
 from ..sampling import choose_tokens
 from .batch_kv import BatchKV
-from .kvcache import ANONYMOUS, KV, SessionStore
+from .kvcache import ANONYMOUS, KV, SessionStore, session_key
 from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, split_shared
 from .settings import EngineSettings
 
@@ -88,6 +88,9 @@ class Engine:
         """Decode every job; `on_done(index, outcome)` hears of each as it finishes and may return
         follow-up jobs (numbered on from the last), which join the running batch at once."""
         t0 = time.perf_counter()
+        adapters = {job.adapter for job in jobs}
+        if len(adapters) > 1:  # the caller sets the model's active adapter for the whole run
+            raise ValueError(f"one run decodes for one adapter, got {sorted(map(str, adapters))}")
         results: list[Outcome | None] = [None] * len(jobs)
         pending = deque(enumerate(jobs))
         dtype, device = kv_dtype_device(self.net)
@@ -97,7 +100,7 @@ class Engine:
         starts: dict[int, float] = {}  # when each follow-up job was queued (latency counts from there)
 
         def finish(row: Live, tokens: list[int], reason: str, error: str | None, kv: KV) -> None:
-            self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv)
+            self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv, row.job.adapter or "")
             started = starts.pop(row.index, t0)
             outcome = Outcome(tokens, reason, len(row.generated), row.reused, time.perf_counter() - started, error)
             results[row.index] = outcome
@@ -155,7 +158,8 @@ class Engine:
         out: list[tuple[Live, KV, Done | None]] = []
         while waiting:
             items = [
-                PrefillItem(tokens, *self.sessions.lookup(job.session, tokens)) for _, job, _, tokens in waiting
+                PrefillItem(tokens, *self.sessions.lookup(job.session, tokens, job.adapter or ""))
+                for _, job, _, tokens in waiting
             ]
             ready, later = split_shared(
                 [(it.tokens, it.reused) for it in items], enabled=self.sessions.max_bytes > 0
@@ -195,8 +199,9 @@ class Engine:
         self, index: int, job: Job, matcher: xg.GrammarMatcher | None, item: PrefillItem, kv: KV
     ) -> Live:
         self._anonymous += 1
-        key = job.session if job.session is not None else f"{ANONYMOUS}{self._anonymous}"
-        self.sessions.put(key, item.tokens, kv)  # later prompts, in this batch too, may share its prefix
+        key = session_key(job.session, job.adapter or "") or f"{ANONYMOUS}{self._anonymous}"
+        # kept at once: later prompts, in this batch too, may share its prefix
+        self.sessions.put(key, item.tokens, kv, job.adapter or "")
         self.stats.prefill_tokens_computed += len(item.tokens) - item.reused
         self.stats.prefill_tokens_reused += item.reused
         self.stats.prefix_hits += int(item.reused > 0)
