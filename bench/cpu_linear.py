@@ -30,7 +30,7 @@ SHAPES = [(1, 900), (5, 900), (16, 700)]  # decode rows, cached tokens per row
 
 def load(dtype: str, pack: bool):
     """As the hf backend's engine runs it on this CPU, with or without packed weights."""
-    net = hf_load.load(str(ensure_embedded_model()), None, HFOptions(dtype=dtype)).net
+    net = hf_load.load(str(ensure_embedded_model()), {}, HFOptions(dtype=dtype)).net
     prepare(net, pack_weights=pack)
     return net
 
