@@ -82,7 +82,8 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    command = command or "python " + " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix(), *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    command = command or "python " + " ".join([script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else str(script), *sys.argv[1:]])
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"## {title}\n\n`{command}` — measured {when} at commit {commit()} on {machine()}.\n")
     section = folder / f"{name}.md"
