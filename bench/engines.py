@@ -22,7 +22,7 @@ compilation are outside every timed run. Under `make bench` (BENCH_DOCS set) the
 written into docs/performance.md.
 
     python bench/engines.py                                   # ~8 minutes on an idle 2-core CPU
-    python bench/engines.py --llama-server http://127.0.0.1:8080/v1
+    python bench/engines.py --llama-server http://127.0.0.1:8080/v1   # or LLAMA_SERVER=... make bench
     python bench/engines.py --episodes 4 --max-turns 4 --only engine transformers
 """
 
@@ -72,7 +72,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto", help="hf dtype of the engine and of transformers' run")
-    p.add_argument("--llama-server", metavar="URL", help="an OpenAI-compatible llama.cpp server (…/v1)")
+    p.add_argument(
+        "--llama-server", metavar="URL", default=os.environ.get("LLAMA_SERVER") or None,
+        help="an OpenAI-compatible llama.cpp server (…/v1); default: $LLAMA_SERVER (make bench LLAMA_SERVER=URL)",
+    )
     p.add_argument("--llama-model", default="smollm2", help="the model name the llama-server answers to")
     p.add_argument("--plain", action="store_true", help="also run the hf backend's plain (fallback) path")
     p.add_argument("--only", nargs="+", choices=ENGINES, help="run only these")
@@ -186,13 +189,16 @@ def play(name: str, specs: list, args: argparse.Namespace) -> dict[str, Any]:
 
 def ratio_lines(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
     lines = []
-    runs = [r["turns_per_s"] for name, r in results.items() if name.startswith("engine")]
+    engine = [r for name, r in results.items() if name.startswith("engine")]
     for other, label in (("transformers", "R1"), ("llama.cpp", "R2")):
-        if runs and other in results:
-            r = sum(runs) / len(runs) / results[other]["turns_per_s"]
+        if engine and other in results:
+            r = sum(e["turns_per_s"] for e in engine) / len(engine) / results[other]["turns_per_s"]
+            by_tokens = sum(e["tokens_per_s"] for e in engine) / len(engine) / results[other]["tokens_per_s"]
             results[f"ratio_{label}"] = round(r, 2)  # type: ignore[assignment]
             verdict = "met" if r >= GOALS[other] else "missed"
-            lines.append(f"engine / {other}: ratio {label} = {r:.2f} (goal >= {GOALS[other]:g}: {verdict})")
+            lines.append(f"engine / {other}: ratio {label} = {r:.2f} (goal >= {GOALS[other]:g}: {verdict}); "
+                         f"in generated tokens/s {by_tokens:.2f} (each engine samples its own episodes, so "
+                         "their turn counts and lengths differ)")
         elif other == "llama.cpp" and not args.llama_server:
             lines.append(f"engine / llama.cpp: ratio R2 skipped (no --llama-server given; {BUILD_HINT})")
     return lines
