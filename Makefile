@@ -71,8 +71,8 @@ lab: setup data model ## open JupyterLab on the notebooks (prints the URL to ope
 figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from saved results (notebook 06, no model)
 	$(PIPE) --stages 06_analysis --force
 
-bench: setup data model ## run every benchmark under bench/ (but faults.py) and print its numbers
-	@for b in bench/*.py; do [ $$b = bench/faults.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: setup data model ## run every benchmark under bench/ (but faults.py), print its numbers and write them into docs/performance.md
+	@for b in bench/[!_]*.py; do [ $$b = bench/faults.py ] && continue; echo "== $$b"; BENCH_DOCS=docs/performance $(BIN)/python $$b || exit 1; done
 
 faults: setup data model ## kill, corrupt and disturb ci-profile runs and check the results survive (about an hour)
 	$(BIN)/python bench/faults.py

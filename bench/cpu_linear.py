@@ -1,9 +1,9 @@
-"""Linear weights packed for oneDNN (llm/cpu_linear.py) against plain nn.Linear, side by side.
+"""Linear weights packed for oneDNN (llm/engine/cpu_linear.py) against plain nn.Linear, side by side.
 
 Two copies of the embedded model in one process, both loaded as the hf backend loads them on a CPU
 (packed attention), one with `pack_weights: false`, timed in alternating rounds so a noisy
 machine hits both alike: one decode step of 1, 5 and 16 rows over a cached context (the KV buffer
-of decode.py), and one 400-token prompt. Prints the median of each over the rounds
+of engine/decode.py), and one 400-token prompt. Prints the median of each over the rounds
 and plain / packed. Also checks the two give bit-identical logits in bfloat16.
 
     python bench/cpu_linear.py
@@ -20,16 +20,19 @@ import torch
 
 from sotopia_pi_lib.data import ensure_embedded_model
 from sotopia_pi_lib.llm import hf_load
-from sotopia_pi_lib.llm.batch_kv import BatchKV
-from sotopia_pi_lib.llm.cpu_linear import can_pack
+from sotopia_pi_lib.llm.engine import prepare
+from sotopia_pi_lib.llm.engine.batch_kv import BatchKV
+from sotopia_pi_lib.llm.engine.cpu_linear import can_pack
 from sotopia_pi_lib.llm.hf_load import HFOptions
 
 SHAPES = [(1, 900), (5, 900), (16, 700)]  # decode rows, cached tokens per row
 
 
 def load(dtype: str, pack: bool):
-    """As the hf backend loads it on this CPU, with or without packed weights."""
-    return hf_load.load(str(ensure_embedded_model()), None, HFOptions(dtype=dtype, pack_weights=pack)).net
+    """As the hf backend's engine runs it on this CPU, with or without packed weights."""
+    net = hf_load.load(str(ensure_embedded_model()), {}, HFOptions(dtype=dtype)).net
+    prepare(net, pack_weights=pack)
+    return net
 
 
 @torch.inference_mode()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sotopia_pi_lib.errors import ConfigError
-from sotopia_pi_lib.llm.attention import PACKED_SDPA
-from sotopia_pi_lib.llm.cpu_linear import PackedLinear, can_pack
+from sotopia_pi_lib.llm.engine.attention import PACKED_SDPA
+from sotopia_pi_lib.llm.engine.cpu_linear import PackedLinear, can_pack
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.hf_load import cpu_has_native_bf16
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
@@ -175,26 +175,52 @@ def test_choice_logprobs_match_a_direct_forward(model: HFModel) -> None:
         model.choice_logprobs(prompts[:1], ["the cat", "the dog"])
 
 
-@pytest.mark.model
-def test_a_lora_adapter_changes_outputs_and_identity(
-    tmp_path: Path, embedded_model_dir: Path, model: HFModel
-) -> None:
+def random_adapter(folder: Path, base_dir: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
     lora = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
-    tuned = HFModel(ModelSpec(backend="hf", model="embedded", adapter=str(tmp_path / "adapter")))
-    assert (
-        tuned.identity()["adapter_sha256"]
-        and tuned.identity()["weights_sha256"] == model.identity()["weights_sha256"]
-    )
-    requests = [action(i) for i in range(4)]
-    with_adapter, without = tuned.generate(requests), model.generate(requests)
-    assert all(r.ok for r in with_adapter)
-    assert [r.text for r in with_adapter] != [r.text for r in without]
+    get_peft_model(base, lora).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.model
+def test_adapter_variants_share_one_base_and_keep_their_kv_apart(
+    tmp_path: Path, embedded_model_dir: Path, model: HFModel
+) -> None:
+    """Two LoRA variants and the base through one pool: one load, adapters unmerged on the packed base,
+    each variant answering as it does alone; the KV store keeps one namespace per adapter."""
+    from sotopia_pi_lib.llm.pool import EnginePool
+
+    folders = [random_adapter(tmp_path / f"a{k}", embedded_model_dir, k) for k in (1, 2)]
+    pool = EnginePool()
+    spec = model.spec  # float32
+    base, one, two = (HFModel(spec.model_copy(update={"adapter": a and str(a)}), pool.bases.setdefault(
+        "b", HFModel.Base(spec))) for a in (None, *folders))  # fmt: skip
+    assert one.identity()["adapter_sha256"] != two.identity()["adapter_sha256"] and base.identity() == model.identity()
+    requests = [action(i, session=f"ep{i}/0") for i in range(3)]
+    outs = {name: m.generate(requests) for name, m in (("base", base), ("one", one), ("two", two))}
+    assert base.base.loads == 1 and base.path == "engine"
+    assert len({tuple(r.text for r in o) for o in outs.values()}) == 3  # three different models
+    assert [r.text for r in outs["base"]] == [r.text for r in model.generate(requests)]
+    alone = HFModel(spec.model_copy(update={"adapter": str(folders[0])}))
+    assert [r.text for r in alone.generate(requests)] == [r.text for r in outs["one"]]
+    net = base._loaded.net  # type: ignore[union-attr]
+    q = net.model.layers[0].self_attn.q_proj
+    assert set(q.lora_A) == {"adapter1", "adapter2"}  # both on the one base, not merged
+    assert isinstance(q.base_layer, PackedLinear) == can_pack(torch.float32)
+    keys = set(base.base._runner.sessions._entries)  # type: ignore[union-attr]
+    assert {"ep0/0", "ep0/0@adapter1", "ep0/0@adapter2"} <= keys
+    before = base.stats.prefill_tokens_reused
+    assert [r.text for r in one.generate(requests)] == [r.text for r in outs["one"]]  # its own KV, reused
+    assert base.stats.prefill_tokens_reused - before >= sum(r.prompt_tokens for r in outs["one"]) - 3
+    for m in (base, one):
+        m.close()
+    assert base.base.loaded  # `two` still uses it
+    two.close()
+    assert not base.base.loaded
 
 
 @pytest.mark.model

@@ -16,14 +16,17 @@ from fastapi.testclient import TestClient
 from official_support import EVALUATOR_ASKS, HUMAN_EVAL, Scripted, evaluation_json, released_episodes
 
 from sotopia_pi_lib.config import load_config
+from sotopia_pi_lib.data import load_sotopia
 from sotopia_pi_lib.judge.evaluate import judge_episodes, rating_version
 from sotopia_pi_lib.judge.official import evaluation_schema_from, official_rubric_version, rate_official
+from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.llm.schema import check_schema
 from sotopia_pi_lib.llm.server import create_app
 from sotopia_pi_lib.official import official_available
 from sotopia_pi_lib.official.routing import ROUTE_HEADER, OfficialRouter, route_seed
 from sotopia_pi_lib.official.session import OfficialSession, SessionConfig
 from sotopia_pi_lib.pi.sft import to_examples
+from sotopia_pi_lib.pipeline.context import resolve_params
 from sotopia_pi_lib.sim import EpisodeStore, RuleConfig, RunConfig, episode_id, make_specs, run_episodes
 from sotopia_pi_lib.sim.official import OfficialPlay, action_schema_from, end_reason_from, setup_payload
 from sotopia_pi_lib.sim.pairing import setups_for_task_set
@@ -188,8 +191,8 @@ def test_episodes_are_played_by_the_package_and_stored_with_their_prompts(played
             assert f"You are at Turn #{turn.index}." in message.content
             assert json.loads(turn.raw)["action_type"] == turn.action.action_type and turn.reformatted is None
     assert sorted(r.episode_id for r in store.records()) == sorted(r.episode_id for r in result.records)
-    again = run_episodes(played["specs"], played["models"], SOTOPIA, store)  # resumes: nothing left to play
-    assert again.summary.skipped == 5 and not again.records
+    again = run_episodes(played["specs"], played["models"], SOTOPIA, store, reformatter=played["fixer"])
+    assert again.summary.skipped == 5 and not again.records  # resumes: nothing left to play
 
 
 @pytest.mark.slow
@@ -297,3 +300,40 @@ def test_an_episode_on_the_embedded_model_records_what_the_package_rendered(soto
     for played, turn in zip(result["turns"], turns, strict=True):
         assert played["package_prompt"] == f"Prompt after formatting:\n{turn.prompt[0].content}\x1b[0m"
         assert json.loads(turn.raw)["action_type"] == turn.action.action_type
+
+
+@needs_official
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_few_ci_episodes_in_the_sotopia_style(tmp_path, monkeypatch, embedded_model_dir):
+    """The ci profile's models play two SOTOPIA-hard episodes in the sotopia style (with json_schema:
+    the 135M model cannot write the package's JSON unaided), the package's evaluator rates them, and
+    their turns become training examples holding the prompts the model received."""
+    import pandas as pd
+
+    monkeypatch.setenv("SOTOPIA_PI_CACHE", str(tmp_path / "cache.sqlite"))  # generated here, not replayed
+    cfg = load_config(resolve_params("params/ci.yaml"))
+    sim = cfg.simulation.model_copy(update={
+        "prompts": "sotopia", "progress": False,
+        "sotopia": cfg.simulation.sotopia.model_copy(update={"json_schema": True})})  # fmt: skip
+    llms = {}
+    for role in ("policy", "judge", cfg.simulation.reformat_role):
+        spec = getattr(cfg.models, role)
+        llms[role] = next((m for m in llms.values() if m.spec == spec), None) or build_llm(spec)
+    specs = make_specs(setups_for_task_set(load_sotopia(), "sotopia_hard")[:2], ("policy", "policy"),
+                       seed=cfg.run.seed, tags={"source": "sotopia-style"})  # fmt: skip
+    store = EpisodeStore(tmp_path / "episodes.jsonl")
+    result = run_episodes(specs, {"policy": llms["policy"]}, sim, store, reformatter=llms[sim.reformat_role])
+    assert result.summary.completed + result.summary.skipped == 2 and not result.summary.failed
+    records = store.records()
+    assert all(r.prompt_version == "sotopia==0.0.6+json" and r.turns for r in records)
+    assert all(t.prompt[0].content.startswith("Imagine you are ") for r in records for t in r.turns)
+    ratings = judge_episodes(records, llms["judge"], samples=cfg.judge.samples, progress=False,
+                             reasoning_max_chars=cfg.judge.reasoning_max_chars,
+                             reformatter=llms[sim.reformat_role])  # fmt: skip
+    version = f"sotopia==0.0.6+json/reasoning{cfg.judge.reasoning_max_chars}"
+    assert len(ratings) == 2 and all(r.rubric_version == version for r in ratings)
+    kept = pd.DataFrame([{"episode_id": r.episode_id, "agent": a, "goal": 0.0} for r in records for a in (0, 1)])
+    examples, stats = to_examples(records, kept, source="sotopia-style")
+    acting = {(r.episode_id, t.index): list(t.prompt) for r in records for t in r.turns if t.action.action_type != "none"}
+    assert {(e.episode_id, e.turn): e.prompt for e in examples} == acting and stats.examples == len(acting)

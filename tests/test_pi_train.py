@@ -213,10 +213,10 @@ def test_trained_adapter_changes_the_model(trained, embedded_model_dir, tokenize
     assert not torch.equal(tuned_out, base_out)
     assert tuned_nll < 0.7 * base_nll, (tuned_nll, base_nll)
 
-    # The hf backend loads (and merges) the same adapter and gets the tuned model's likelihood.
+    # The hf backend loads the same adapter (unmerged, active) and gets the tuned model's likelihood.
     from sotopia_pi_lib.llm.hf_load import HFOptions, load
 
-    loaded = load(str(embedded_model_dir), str(trained.adapter_dir), HFOptions(device="cpu", dtype="float32"))
+    loaded = load(str(embedded_model_dir), {"bc": str(trained.adapter_dir)}, HFOptions(device="cpu", dtype="float32"))
     assert _completion_nll(loaded.net, tokenizer, ex) == pytest.approx(tuned_nll, rel=1e-3)
 
 

@@ -21,9 +21,10 @@ import pytest
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.openai_backend import OpenAIModel
-from sotopia_pi_lib.llm.server import BackgroundServer, create_app
+from sotopia_pi_lib.llm.server import BackgroundServer, FaultPlan, create_app, inject_faults
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
-from sotopia_pi_lib.serve import main, parse_model_spec
+from sotopia_pi_lib.llm.usage import MeteredLLM
+from sotopia_pi_lib.serve import main, parse_model_spec, parse_served_models
 
 pytestmark = pytest.mark.model
 KEY = "sk-local-9d41c07be2a35f68-SECRET"
@@ -200,6 +201,38 @@ def test_the_key_never_appears_in_logs(server: BackgroundServer, caplog: pytest.
     assert post(server, body).status_code == 200
     assert post(server, body, key=KEY[:-3] + "xyz").status_code == 401
     assert caplog.records and KEY not in caplog.text and KEY[-12:] not in caplog.text
+
+
+def test_several_served_names_share_one_engine_and_inject_faults_the_client_retries(
+    hf: HFModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One server, a model per served name (here all variants of the one loaded base, as the rehearsal
+    serves the embedded model as expert and judge); with failures injected, the library's openai
+    backend retries each 429 and 500 and every request succeeds, counted once on both sides."""
+    served = {name: MeteredLLM(HFModel(hf.spec, base=hf.base), name) for name in ("expert", "judge")}
+    with BackgroundServer(create_app(served)) as srv:
+        assert [m["id"] for m in httpx.get(f"{srv.base_url}/models").json()["data"]] == ["expert", "judge"]
+        missing = httpx.post(f"{srv.base_url}/chat/completions", json={"model": "partner", "messages": [
+            {"role": "user", "content": "hi"}]})  # fmt: skip
+        assert missing.status_code == 404 and "'expert', 'judge'" in missing.json()["error"]["message"]
+    app = create_app(served, max_wait_ms=50)
+    injected = inject_faults(app, FaultPlan(period=3))
+    loads = hf.base.loads
+    with BackgroundServer(app) as srv:
+        options = {"base_url": srv.base_url, "max_concurrency": 2, "structured": "json_schema"}
+        clients = {n: MeteredLLM(OpenAIModel(ModelSpec(backend="openai", model=n, options=options)), n) for n in served}
+        for i, client in enumerate(clients.values()):
+            requests = [LLMRequest(messages=messages(p), json_schema=SCHEMA, sampling=GREEDY, seed=i) for p in PROMPTS]
+            assert all(r.ok for r in client.generate(requests))
+    assert injected[429] >= 1 and injected[500] >= 1 and hf.base.loads == loads  # no second copy loaded
+    for name in served:
+        client, server_side = clients[name].usage, served[name].usage
+        assert client.requests == server_side.requests == len(PROMPTS) and client.failed == 0
+        assert (client.prompt_tokens, client.completion_tokens) == (server_side.prompt_tokens, server_side.completion_tokens)
+        clients[name].close()
+    with pytest.raises(ConfigError, match="mapping of served name"):
+        parse_served_models("[embedded]")
+    assert parse_served_models("{expert: embedded, judge: 'hf:models/x'}")["judge"].model == "models/x"
 
 
 def test_model_spec_argument() -> None:

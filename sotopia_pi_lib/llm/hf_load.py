@@ -1,11 +1,15 @@
 """The hf backend's options and weight loading (transformers, optional peft adapter, optional 4-bit).
 
-Kept apart from the decode loop so that building a model spec, checking its options and computing its
-identity never import torch or touch the weights: a fully cached re-run must not load a model.
+Loading gives a plain transformers model, whichever path then decodes it (the engine changes it
+further, see engine.prepare). Kept apart from decoding so that building a model spec, checking its
+options and computing its identity never import torch or touch the weights: a fully cached re-run
+must not load a model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +39,13 @@ class HFOptions(BaseModel):
     kv_cache_bytes: int = Field(2 << 30, ge=0, description="KV kept across calls (0: no reuse)")
     jump_forward: bool = Field(True, description="feed text the JSON grammar forces without a step per token")
     pack_weights: bool = Field(
-        True, description="CPU: keep linear weights in oneDNN's layout (cpu_linear.py; bf16 bit-identical)"
+        True, description="CPU: keep linear weights in oneDNN's layout (engine/cpu_linear.py; bf16 bit-identical)"
+    )
+    engine: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="auto: the engine (engine/) when the installed torch and transformers are the tested "
+        "series and its self-check passes, else the plain transformers path with a warning; on: the "
+        "engine whatever the versions (a failed self-check is an error); off: the plain path",
     )
 
 
@@ -68,12 +78,28 @@ def resolve_model(name: str) -> str:
 class Loaded:
     """What generation needs: the module to call, its tokenizer and the settings it was loaded with."""
 
-    net: Any  # the causal LM module (LoRA layers injected when an adapter is set)
+    net: Any  # the causal LM module (LoRA layers injected when there are adapters)
     tokenizer: Any
     device: Any
     dtype: Any
     stop_ids: tuple[int, ...]
     vocab_size: int
+    peft: Any = None  # the PeftModel holding the adapters by name (None without adapters)
+    adapters: tuple[str, ...] = ()  # their names
+
+    @contextmanager
+    def active(self, adapter: str | None) -> Iterator[None]:
+        """Run `net` with this adapter (its name), or with none (the base weights)."""
+        if adapter is not None and adapter not in self.adapters:
+            raise BackendError(f"adapter {adapter!r} is not loaded (loaded: {list(self.adapters)})")
+        if self.peft is None:
+            yield
+        elif adapter is None:
+            with self.peft.disable_adapter():
+                yield
+        else:
+            self.peft.set_adapter(adapter)
+            yield
 
 
 def pick_device(opt: HFOptions) -> str:
@@ -109,7 +135,8 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
+def load(model: str, adapters: Mapping[str, str], opt: HFOptions) -> Loaded:
+    """The model with every adapter (name -> folder) loaded beside each other on the one base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,21 +160,14 @@ def load(model: str, adapter: str | None, opt: HFOptions) -> Loaded:
         raise BackendError(f"could not load hf model {model!r}: {type(e).__name__}: {e}") from e
     if not opt.load_in_4bit:
         net = net.to(device)
-    if adapter:
-        net = attach_adapter(net, adapter, merge=not opt.load_in_4bit)
-    if device == "cpu" and net.config._attn_implementation == "sdpa":
-        from .attention import PACKED_SDPA  # registers it with transformers
-
-        net.set_attn_implementation(PACKED_SDPA)  # measured on CPUs only; CUDA keeps sdpa
-    if device == "cpu" and opt.pack_weights and not opt.load_in_4bit:
-        from .cpu_linear import can_pack, pack_linears
-
-        if can_pack(dtype):
-            pack_linears(net)  # after the adapter is merged: it packs the merged weights
+    peft = attach_adapters(net, adapters) if adapters else None
+    if peft is not None:
+        net = peft.base_model.model  # the same module class as the base, its LoRA layers injected
     net.eval()
     return Loaded(
-        net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size
-    )
+        net, tokenizer, torch.device(device), dtype, stop_ids(net, tokenizer), net.config.vocab_size,
+        peft, tuple(adapters),
+    )  # fmt: skip
 
 
 def plain_config(model: str) -> Any:
@@ -168,18 +188,23 @@ def plain_config(model: str) -> Any:
     return config
 
 
-def attach_adapter(net: Any, adapter: str, merge: bool) -> Any:
-    """LoRA on top of the base. Merged into the weights when they are not quantised: same outputs up to
-    float rounding, and decoding no longer pays for the extra low-rank matmuls."""
+def attach_adapters(net: Any, adapters: Mapping[str, str]) -> Any:
+    """Every LoRA adapter on the one base with peft, by name, unmerged: the variants of a policy share
+    the base weights (and one KV store, kept apart per adapter) instead of one merged copy each."""
     from peft import PeftModel
 
-    try:
-        peft_model = PeftModel.from_pretrained(net, adapter)
-    except Exception as e:  # noqa: BLE001
-        raise BackendError(f"could not load adapter {adapter!r}: {type(e).__name__}: {e}") from e
-    if merge:
-        return peft_model.merge_and_unload()
-    return peft_model.base_model.model
+    peft_model = None
+    for name, folder in adapters.items():
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(net, folder, adapter_name=name)
+            else:
+                peft_model.load_adapter(folder, adapter_name=name)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"could not load adapter {folder!r}: {type(e).__name__}: {e}") from e
+    assert peft_model is not None
+    peft_model.eval()
+    return peft_model
 
 
 def stop_ids(net: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -200,13 +225,3 @@ def context_limit(config: Any) -> int:
     limit = int(getattr(config, "max_position_embeddings", None) or 1 << 20)
     window = getattr(config, "sliding_window", None)
     return min(limit, int(window)) if window else limit
-
-
-def check_attention(config: Any) -> None:
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-    unsupported = kinds - {"full_attention", "sliding_attention"}
-    if unsupported:
-        raise BackendError(
-            f"the hf backend decodes full-attention transformers only; this model has {sorted(unsupported)} "
-            "layers (use the vllm backend)"
-        )

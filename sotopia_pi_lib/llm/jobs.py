@@ -1,13 +1,19 @@
-"""What the hf decode loop works on: jobs in, outcomes out, live rows in between, and its counters."""
+"""What the hf backend hands its decoding path and gets back, whichever path runs: jobs in, outcomes
+out, and the counters. The engine (engine/) and the plain transformers path (hf_plain.py) both
+implement `Runner`, so the backend does not care which one it has."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-import xgrammar as xg
 from pydantic import BaseModel
 
 from .sampling import RowSampling
+
+if TYPE_CHECKING:
+    from .grammar import CompiledSchema
 
 
 class DecodeStats(BaseModel):
@@ -35,9 +41,16 @@ class Job:
     prompt: list[int]
     max_tokens: int
     sampling: RowSampling
-    matcher: xg.GrammarMatcher | None = None
-    reserve: int = 0  # landing reserve of the job's schema (grammar.py)
+    schema: CompiledSchema | None = None  # the reply must be JSON valid under it
     session: str | None = None
+    # The LoRA adapter the model runs for it (its peft name; None: the base). The caller activates it
+    # on the model; a runner keeps KV apart per adapter and runs one adapter at a time.
+    adapter: str | None = None
+
+    @property
+    def reserve(self) -> int:
+        """Tokens kept for closing the JSON (grammar.py: landing)."""
+        return self.schema.reserve if self.schema is not None else 0
 
 
 @dataclass
@@ -50,18 +63,27 @@ class Outcome:
     error: str | None = None
 
 
-Done = tuple[list[int], str, str | None]  # (reply tokens, finish reason, error)
+OnDone = Callable[[int, Outcome], Sequence[Job] | None]
 
 
-@dataclass
-class Live:
-    index: int
-    job: Job
-    key: str  # its entry in the prefix store
-    reused: int
-    generated: list[int]
-    unfed: int = 0  # tokens at the end of `generated` whose KV is not in the batch yet
+class Runner(Protocol):
+    """A decoding path of the hf backend."""
 
-    @property
-    def landing(self) -> bool:
-        return self.job.matcher is not None and self.job.max_tokens - len(self.generated) <= self.job.reserve
+    stats: DecodeStats
+
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]:
+        """Decode every job; `on_done(index, outcome)` hears of each as it finishes and may return
+        follow-up jobs (numbered on from the last), which are decoded in the same call."""
+        ...
+
+    def close(self) -> None:
+        """Drop what the path keeps between calls (kept KV)."""
+        ...
+
+
+def truncation_error(max_tokens: int, reserve: int) -> str:
+    """The error of a JSON reply that max_tokens cut off (the same words from either path)."""
+    return (
+        f"max_tokens={max_tokens} ran out before the JSON was complete "
+        f"(this schema needs a budget of at least about {reserve} tokens)"
+    )

@@ -24,6 +24,7 @@ from ..paths import models_dir, project_root
 from .base import LLM, Chain, Prompt, Then
 from .cache import ResponseCache, choice_key, default_cache_path, model_hash, request_key
 from .json_output import check_schemas
+from .pool import EnginePool
 from .types import BACKENDS, LLMRequest, LLMResponse, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -230,14 +231,17 @@ def backend_class(backend: str) -> type[LLM]:
 
 
 def build_llm(
-    spec: ModelSpec | Mapping[str, Any], cache: ResponseCache | None | Literal["default"] = "default"
+    spec: ModelSpec | Mapping[str, Any],
+    cache: ResponseCache | None | Literal["default"] = "default",
+    pool: EnginePool | None = None,
 ) -> LLM:
     """The model a spec names, behind the response cache (`default`: <project root>/cache/responses.sqlite;
-    None: no caching, schemas still checked). Weights load on first use, not here."""
+    None: no caching, schemas still checked). Weights load on first use, not here. With a `pool`, models
+    of one base model (differing in their adapter) share one engine (pool.py)."""
     spec = check_spec(parse_spec(spec))
     cls = backend_class(spec.backend)
     try:
-        inner = cls(spec)  # type: ignore[call-arg]
+        inner = pool.build(spec, cls) if pool is not None else cls(spec)  # type: ignore[call-arg]
     except SotopiaPiError:
         raise
     except Exception as e:  # noqa: BLE001 -- a user sees which spec failed, not a traceback

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import secrets
@@ -31,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -551,3 +553,38 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
         return None
     return (f"warning: serving on {host} without an API key: anyone who can reach this port can use the "
             "model; pass --api-key-env VAR or bind to 127.0.0.1")
+
+
+class FaultPlan(BaseModel):
+    """Failures injected into chat requests, for tests of client retries: of every `period` requests
+    (counted on arrival, whatever the model), the first ones are answered with `statuses` in turn,
+    as OpenAI's API answers when rate-limited (429) or failing (500)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: int = Field(4, ge=1)
+    statuses: tuple[int, ...] = (429, 500)
+    retry_after_s: float = Field(0.01, ge=0.0, description="the Retry-After header of each injected failure "
+                                 "(the openai SDK waits that long before its retry instead of its 0.5 s back-off)")
+
+
+def inject_faults(app: FastAPI, plan: FaultPlan) -> Counter[int]:
+    """Make `app` fail chat requests by `plan`; returns the live count of injected failures by status."""
+    injected: Counter[int] = Counter()
+    arrivals = itertools.count()
+
+    @app.middleware("http")
+    async def fail_some(request: Request, call_next):  # noqa: ANN001, ANN202
+        if request.method == "POST" and request.url.path == "/v1/chat/completions":
+            k = next(arrivals) % plan.period
+            if k < len(plan.statuses):
+                status = plan.statuses[k]
+                injected[status] += 1
+                kind = "rate_limit_error" if status == 429 else "server_error"
+                response = WireError(status, f"injected failure ({status})", kind=kind).response()
+                response.headers["retry-after"] = str(plan.retry_after_s)
+                return response
+        return await call_next(request)
+
+    app.state.injected = injected
+    return injected

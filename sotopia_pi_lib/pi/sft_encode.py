@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from trl.data_utils import common_prefix_length
 
 from ..errors import DataError
+from ..llm.chat_template import encode_chat
 from .sft_data import SFTExample
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,11 @@ class EncodeStats(BaseModel):
 def _ids(tokenizer, example: SFTExample) -> tuple[list[int], list[int]]:
     """Token ids of the prompt alone (as the model sees it at inference) and of prompt + completion."""
     if isinstance(example.prompt, list):
+        # rendered as the backends render prompts (a template that refuses a system message gets it
+        # merged into the first user turn), so the trained model sees at test time what it learnt on
         prompt = [m.model_dump() for m in example.prompt]
         full = prompt + [m.model_dump() for m in example.completion]
-        prompt_ids = tokenizer.apply_chat_template(
-            prompt, tokenize=True, return_dict=True, add_generation_prompt=True
-        )["input_ids"]
-        full_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=True)["input_ids"]
-        return list(prompt_ids), list(full_ids)
+        return encode_chat(tokenizer, prompt), encode_chat(tokenizer, full, add_generation_prompt=False)
     completion = example.completion_text
     if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
         completion += tokenizer.eos_token  # the model must learn to stop after the action

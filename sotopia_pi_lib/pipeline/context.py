@@ -19,7 +19,8 @@ import pandas as pd
 from ..config import StudyConfig, load_config
 from ..data.sotopia import SotopiaData, load_sotopia
 from ..errors import ConfigError
-from ..llm.registry import build_llm
+from ..llm.pool import EnginePool
+from ..llm.registry import LOCAL_BACKENDS, build_llm
 from ..llm.types import ModelSpec
 from ..llm.usage import MeteredLLM
 from ..paths import project_root
@@ -50,6 +51,7 @@ class StageContext:
     lock: RunLock | None = None
     failures: FailureBudget | None = None
     _models: dict[str, MeteredLLM] = field(default_factory=dict)
+    pool: EnginePool = field(default_factory=EnginePool)  # one engine per base model for the stage
 
     def __post_init__(self) -> None:
         if self.failures is None:
@@ -67,15 +69,30 @@ class StageContext:
 
     def model(self, role: str, spec: ModelSpec | None = None, label: str | None = None) -> MeteredLLM:
         """The model of a role (or an explicit spec, e.g. the policy with an adapter), built once,
-        cached by content and metered under `label` (default: the role)."""
+        cached by content and metered under `label` (default: the role). Models of one base model
+        (the policy and its adapters; in the embedded profiles every role) share one engine, which
+        loads on the first request the cache cannot answer."""
         key = label or role
         if key not in self._models:
             if spec is None:
                 if not hasattr(self.cfg.models, role):
                     raise ConfigError(f"unknown role {role!r}")
                 spec = getattr(self.cfg.models, role)
-            self._models[key] = MeteredLLM(build_llm(spec), key)
+            self._models[key] = MeteredLLM(build_llm(spec, pool=self.pool), key)
         return self._models[key]
+
+    def release(self, *labels: str) -> None:
+        """The stage needs these local models no more: an engine is closed when no open model uses it
+        (asking a released model again reopens it). API clients stay open until `finish`. Their
+        usage stays for the manifest."""
+        for label in labels:
+            if label in self._models and self._models[label].spec.backend in LOCAL_BACKENDS:
+                self._models[label].close()
+
+    def close_models(self) -> None:
+        for m in self._models.values():
+            m.close()
+        self.pool.close()
 
     def usage(self) -> pd.DataFrame:
         rows = [m.usage.model_dump() | {"tokens": m.usage.tokens} for m in self._models.values()]
@@ -97,11 +114,12 @@ class StageContext:
         try:
             self.failures.check()
             mark_done(self.paths, self.stage, existing, self.inputs, {"failures": self.failures.summary()})
-        finally:  # done or over the budget, this stage writes no more
-            self.release()
+        finally:  # done or over the budget, this stage writes no more and frees its engines
+            self.close_models()
+            self.release_lock()
         return self.record
 
-    def release(self) -> None:
+    def release_lock(self) -> None:
         """Let another writer have the run (done by `finish`; a notebook that stops early keeps the
         lock until this is called or its kernel ends)."""
         if self.lock is not None:

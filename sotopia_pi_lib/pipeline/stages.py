@@ -113,7 +113,12 @@ def count_failures(ctx: StageContext, wanted: int, episodes: list[EpisodeRecord]
 
 def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
     """BC data (the expert in both seats) and SR data (the base policy in both seats)."""
-    return {s: collect_source(ctx, s, 1, ctx.model(PLAYER_ROLE[s])) for s in ctx.cfg.collect.sources}
+    out = {}
+    for s in ctx.cfg.collect.sources:
+        out[s] = collect_source(ctx, s, 1, ctx.model(PLAYER_ROLE[s]))
+        ctx.release(PLAYER_ROLE[s])
+    ctx.release("judge")
+    return out
 
 
 def collection_table(collections: dict[str, Collection]) -> pd.DataFrame:
@@ -204,6 +209,7 @@ def bc_sr_round(ctx: StageContext) -> tuple[Collection, FilterResult]:
     """Round 2 of BC+SR: self-play of the BC-trained policy on fresh tasks, judged and filtered."""
     player = ctx.model("policy", spec=policy_spec(ctx, "bc"), label="policy+bc")
     collection = collect_source(ctx, "bc_sr", 2, player)
+    ctx.release("policy+bc", "judge")  # before BC+SR trains: its weights must not share the memory
     return collection, filter_source(ctx, "bc_sr", 2)
 
 
@@ -249,6 +255,7 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
     for plan, run in zip(plans, runs, strict=True):
         wanted = len(plan.combos) * (2 if ev.both_positions else 1)
         count_failures(ctx, wanted, run.episodes, run.ratings, plan.episodes_path, plan.ratings_path)
+    ctx.release("partner", *(m for m in ev.models if m not in ctx.cfg.mmlu.models))  # the judge: compliance next
     return runs
 
 
@@ -259,6 +266,7 @@ def safety_compliance(ctx: StageContext, runs: list[BenchmarkRun]) -> list[Compl
         flags += judge_compliance(run.episodes, scenarios, ctx.model("judge"), run.model,
                                   ctx.paths.compliance(run.model))
     ctx.count_units("safety compliance flags", len(flags), [f.error for f in flags if f.error])
+    ctx.release("judge")
     return flags
 
 
@@ -342,16 +350,19 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
             dev = load_mmlu_dev()
         except DataError as e:  # offline: the test-split shots are the labelled fallback
             print(f"MMLU: {e}; few-shot examples come from the test split instead")
-    out = {}
+    out, labels = {}, {}
     for name in cfg.models:
         spec = policy_spec(ctx, name)
         if cfg.backend == "hf" and spec.backend != "hf":  # the weights through transformers
             spec = spec.model_copy(update={"backend": "hf", "options": {}})
-        label = name if spec == policy_spec(ctx, name) else f"{name}+hf"
-        results = evaluate_mmlu(ctx.model(label, spec=spec), chosen, cfg, dev=dev)
+        labels[name] = name if spec == policy_spec(ctx, name) else f"{name}+hf"
+        ctx.model(labels[name], spec=spec)
+    for name in cfg.models:  # every variant registered first: their engine loads once, with all adapters
+        results = evaluate_mmlu(ctx.model(labels[name]), chosen, cfg, dev=dev)
         ctx.count_units("MMLU answers", len(results), [r.error for r in results if r.error])
         save_mmlu_results(ctx.paths.mmlu(name), results)
         out[name] = results
+    ctx.release(*labels.values())
     return out
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from sotopia_pi_lib.llm import kvcache
-from sotopia_pi_lib.llm.batch_kv import BatchKV
+from sotopia_pi_lib.llm.engine import kvcache
+from sotopia_pi_lib.llm.engine.batch_kv import BatchKV
 
 
 @pytest.fixture(scope="module")

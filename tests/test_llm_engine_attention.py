@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from sotopia_pi_lib.llm.attention import packed_sdpa_forward
+from sotopia_pi_lib.llm.engine.attention import packed_sdpa_forward
 
 
 class _Layer(torch.nn.Module):

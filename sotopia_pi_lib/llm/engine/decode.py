@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import xgrammar as xg
 
+from ..grammar import BatchMasker, GrammarBook, unpack
+from ..jobs import DecodeStats, Job, OnDone, Outcome, truncation_error
+from ..sampling import choose_tokens
 from .batch_kv import BatchKV
-from .grammar import BatchMasker, GrammarBook, unpack
-from .jobs import DecodeStats, Done, Job, Live, Outcome
-from .kvcache import ANONYMOUS, KV, SessionStore
+from .kvcache import ANONYMOUS, KV, SessionStore, session_key
 from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, split_shared
-from .sampling import choose_tokens
+from .settings import EngineSettings
 
 ADMIT_FRACTION = 4
 # Tokens one decode step may feed in all (see Engine._step). Measured on the embedded model in
@@ -38,15 +40,34 @@ ADMIT_FRACTION = 4
 # bench the same tokens/s, 70.0 vs 70.7 over three seeds, and made a one-shot batch of 16 slower.)
 STEP_TOKENS = 32
 
+Done = tuple[list[int], str, str | None]  # (reply tokens, finish reason, error)
+
+
+@dataclass
+class Live:
+    """A job being decoded: its row of the running batch."""
+
+    index: int
+    job: Job
+    key: str  # its entry in the prefix store
+    reused: int
+    generated: list[int]
+    matcher: xg.GrammarMatcher | None  # the job's grammar state (None without a schema)
+    unfed: int = 0  # tokens at the end of `generated` whose KV is not in the batch yet
+
+    @property
+    def landing(self) -> bool:
+        return self.matcher is not None and self.job.max_tokens - len(self.generated) <= self.job.reserve
+
 
 class Engine:
-    def __init__(
-        self, net: Any, book: Callable[[], GrammarBook], stop_ids: tuple[int, ...], pad_id: int,
-        sessions: SessionStore, max_batch_size: int, max_batch_tokens: int, jump_forward: bool = True,
-    ) -> None:  # fmt: skip
-        self.jump_forward = jump_forward
-        self.net, self._book, self.stop_ids, self.pad_id = net, book, set(stop_ids), pad_id
-        self.sessions, self.max_batch_size, self.max_batch_tokens = sessions, max_batch_size, max_batch_tokens
+    """The decode loop over one loaded model; a `Runner` (jobs.py) of the hf backend."""
+
+    def __init__(self, net: Any, book: Callable[[], GrammarBook], settings: EngineSettings) -> None:
+        self.jump_forward = settings.jump_forward
+        self.net, self._book, self.stop_ids, self.pad_id = net, book, set(settings.stop_ids), settings.pad_id
+        self.sessions = SessionStore(settings.kv_cache_bytes)
+        self.max_batch_size, self.max_batch_tokens = settings.max_batch_size, settings.max_batch_tokens
         cfg = net.config
         self.layers, self.kv_heads = cfg.num_hidden_layers, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -54,18 +75,22 @@ class Engine:
         self._masker: BatchMasker | None = None
         self._anonymous = 0  # numbers the store keys of requests without a session
 
+    def close(self) -> None:
+        self.sessions.clear()
+
     def masker(self, rows: int) -> BatchMasker:
         if self._masker is None:
             self._masker = BatchMasker(self._book(), rows)
         return self._masker
 
     @torch.inference_mode()
-    def run(
-        self, jobs: list[Job], on_done: Callable[[int, Outcome], Sequence[Job] | None] | None = None
-    ) -> list[Outcome]:
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]:
         """Decode every job; `on_done(index, outcome)` hears of each as it finishes and may return
         follow-up jobs (numbered on from the last), which join the running batch at once."""
         t0 = time.perf_counter()
+        adapters = {job.adapter for job in jobs}
+        if len(adapters) > 1:  # the caller sets the model's active adapter for the whole run
+            raise ValueError(f"one run decodes for one adapter, got {sorted(map(str, adapters))}")
         results: list[Outcome | None] = [None] * len(jobs)
         pending = deque(enumerate(jobs))
         dtype, device = kv_dtype_device(self.net)
@@ -75,7 +100,7 @@ class Engine:
         starts: dict[int, float] = {}  # when each follow-up job was queued (latency counts from there)
 
         def finish(row: Live, tokens: list[int], reason: str, error: str | None, kv: KV) -> None:
-            self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv)
+            self.sessions.put(row.key, (row.job.prompt + row.generated)[: kv.shape[3]], kv, row.job.adapter or "")
             started = starts.pop(row.index, t0)
             outcome = Outcome(tokens, reason, len(row.generated), row.reused, time.perf_counter() - started, error)
             results[row.index] = outcome
@@ -126,11 +151,15 @@ class Engine:
         openings, in groups; a prompt sharing not-yet-kept blocks with another waits one round so it
         can reuse them. Each row's first token is chosen here; a row may be done already."""
         t0 = time.perf_counter()
-        waiting = [(i, job, job.prompt + self._opening(job)) for i, job in admitted]
+        waiting = []
+        for i, job in admitted:
+            matcher = self._book().matcher(job.schema) if job.schema is not None else None
+            waiting.append((i, job, matcher, job.prompt + self._opening(job, matcher)))
         out: list[tuple[Live, KV, Done | None]] = []
         while waiting:
             items = [
-                PrefillItem(tokens, *self.sessions.lookup(job.session, tokens)) for _, job, tokens in waiting
+                PrefillItem(tokens, *self.sessions.lookup(job.session, tokens, job.adapter or ""))
+                for _, job, _, tokens in waiting
             ]
             ready, later = split_shared(
                 [(it.tokens, it.reused) for it in items], enabled=self.sessions.max_bytes > 0
@@ -141,22 +170,22 @@ class Engine:
                 logits, kvs = prefill_group(self.net, [items[k] for k in chosen], self.pad_id)
                 self.stats.prefill_forwards += 1
                 rows = [
-                    self._new_row(*waiting[k][:2], items[k], kv) for k, kv in zip(chosen, kvs, strict=True)
+                    self._new_row(*waiting[k][:3], items[k], kv) for k, kv in zip(chosen, kvs, strict=True)
                 ]
                 out.extend(zip(rows, kvs, self._first_tokens(rows, logits), strict=True))
             waiting = [waiting[k] for k in later]
         self.stats.prefill_s += time.perf_counter() - t0
         return out
 
-    def _opening(self, job: Job) -> list[int]:
-        if job.matcher is None:
+    def _opening(self, job: Job, matcher: xg.GrammarMatcher | None) -> list[int]:
+        if matcher is None:
             return []
-        return self._book().forced_prefix(job.matcher, job.max_tokens - 1)
+        return self._book().forced_prefix(matcher, job.max_tokens - 1)
 
     def _first_tokens(self, rows: list[Live], logits: torch.Tensor) -> list[Done | None]:
         """A reply the grammar forced entirely is done at once; the others get their first token."""
         forced_out = {
-            i for i, r in enumerate(rows) if r.job.matcher is not None and self._complete(r.job.matcher)
+            i for i, r in enumerate(rows) if r.matcher is not None and self._complete(r.matcher)
         }
         todo = [i for i in range(len(rows)) if i not in forced_out]
         if todo:
@@ -166,14 +195,17 @@ class Engine:
             for i, r in enumerate(rows)
         ]
 
-    def _new_row(self, index: int, job: Job, item: PrefillItem, kv: KV) -> Live:
+    def _new_row(
+        self, index: int, job: Job, matcher: xg.GrammarMatcher | None, item: PrefillItem, kv: KV
+    ) -> Live:
         self._anonymous += 1
-        key = job.session if job.session is not None else f"{ANONYMOUS}{self._anonymous}"
-        self.sessions.put(key, item.tokens, kv)  # later prompts, in this batch too, may share its prefix
+        key = session_key(job.session, job.adapter or "") or f"{ANONYMOUS}{self._anonymous}"
+        # kept at once: later prompts, in this batch too, may share its prefix
+        self.sessions.put(key, item.tokens, kv, job.adapter or "")
         self.stats.prefill_tokens_computed += len(item.tokens) - item.reused
         self.stats.prefill_tokens_reused += item.reused
         self.stats.prefix_hits += int(item.reused > 0)
-        return Live(index, job, key, item.reused, item.tokens[len(job.prompt) :])
+        return Live(index, job, key, item.reused, item.tokens[len(job.prompt) :], matcher)
 
     def _step(self, batch: BatchKV, live: list[Live], finish: Callable[..., None]) -> None:
         """One forward over every live row. A row feeds its unfed tokens (its last choice plus any
@@ -182,22 +214,8 @@ class Engine:
         t0 = time.perf_counter()
         cap = max(1, STEP_TOKENS // len(live))
         counts = [min(r.unfed, cap) for r in live]
-        batch.step_inputs(counts)
-        width = batch.width
-        ids = [
-            [self.pad_id] * (width - k) + r.generated[len(r.generated) - r.unfed :][:k]
-            for r, k in zip(live, counts, strict=True)
-        ]
-        uneven = counts if any(k != width for k in counts) else None
-        out = self.net(
-            input_ids=torch.tensor(ids, device=self.net.device),
-            position_ids=batch.positions(uneven),
-            attention_mask=batch.step_mask(uneven),
-            cache=batch.as_cache(),
-            use_cache=True,
-            logits_to_keep=1,  # a row chooses after its last fed token only; the vocabulary head is 1/5 of the weights
-        )
-        batch.advance(uneven)
+        feeds = [r.generated[len(r.generated) - r.unfed :][:k] for r, k in zip(live, counts, strict=True)]
+        logits = forward_step(self.net, batch, feeds, self.pad_id)
         for r, k in zip(live, counts, strict=True):
             r.unfed -= k
         self.stats.forward_s += time.perf_counter() - t0
@@ -206,7 +224,7 @@ class Engine:
         ready = [i for i, r in enumerate(live) if r.unfed == 0]
         if not ready:
             return
-        self._choose([live[i] for i in ready], out.logits[ready, -1].float())
+        self._choose([live[i] for i in ready], logits[ready].float())
         done = [(i, d) for i in ready if (d := self._check_and_jump(live[i])) is not None]
         for i, d in reversed(done):
             finish(live[i], *d, kv=batch.row_kv(i))
@@ -221,15 +239,15 @@ class Engine:
         forced: dict[int, int] = {}
         for i, row in enumerate(rows):
             if (
-                row.job.matcher is not None
-                and (token := self._book().forced_token(row.job.matcher)) is not None
+                row.matcher is not None
+                and (token := self._book().forced_token(row.matcher)) is not None
             ):
                 forced[i] = token
         free = [i for i in range(len(rows)) if i not in forced]
         if forced:
             logits = logits[free]
         constrained = [
-            (j, rows[i].job.matcher, rows[i].landing) for j, i in enumerate(free) if rows[i].job.matcher
+            (j, rows[i].matcher, rows[i].landing) for j, i in enumerate(free) if rows[i].matcher
         ]
         if constrained:
             self.masker(self.max_batch_size).apply(logits, constrained)
@@ -249,23 +267,23 @@ class Engine:
         """_check the chosen token; if the row goes on, append the text its grammar now forces (fed
         with the next step), then check again (forced text may complete the JSON or the budget)."""
         done = self._check(row)
-        if done is not None or row.job.matcher is None or not self.jump_forward:
+        if done is not None or row.matcher is None or not self.jump_forward:
             return done
         t0 = time.perf_counter()
-        extra = self._book().forced_prefix(row.job.matcher, row.job.max_tokens - len(row.generated))
+        extra = self._book().forced_prefix(row.matcher, row.job.max_tokens - len(row.generated))
         self.stats.grammar_s += time.perf_counter() - t0
         if not extra:
             return None
         row.generated.extend(extra)
         row.unfed += len(extra)
         self.stats.jumped_tokens += len(extra)
-        if self._complete(row.job.matcher):
+        if self._complete(row.matcher):
             return row.generated, "stop", None
         return self._budget(row)
 
     def _check(self, row: Live) -> Done | None:
         """(tokens, finish reason, error) once the row is done, else None."""
-        token, matcher = row.generated[-1], row.job.matcher
+        token, matcher = row.generated[-1], row.matcher
         if matcher is not None and not self._accept(matcher, token):
             return row.generated[:-1], "stop", f"the grammar rejected token {token} (an xgrammar bug)"
         if token in self.stop_ids:
@@ -278,14 +296,10 @@ class Engine:
         """None while the row has tokens left; else its outcome (a truncated JSON is an error)."""
         if len(row.generated) < row.job.max_tokens:
             return None
-        if row.job.matcher is None:
+        if row.matcher is None:
             return row.generated, "length", None
         self.stats.truncated_json += 1
-        problem = (
-            f"max_tokens={row.job.max_tokens} ran out before the JSON was complete "
-            f"(this schema needs a budget of at least about {row.job.reserve} tokens)"
-        )
-        return row.generated, "length", problem
+        return row.generated, "length", truncation_error(row.job.max_tokens, row.job.reserve)
 
     def _accept(self, matcher: xg.GrammarMatcher, token: int) -> bool:
         t0 = time.perf_counter()
@@ -303,3 +317,23 @@ class Engine:
         allowed = unpack(masker.scratch[0], masker.book.vocab_size)
         allowed[list(self.stop_ids)] = False
         return not bool(allowed.any())
+
+
+def forward_step(net: Any, batch: BatchKV, feeds: list[list[int]], pad_id: int) -> torch.Tensor:
+    """One forward of the running batch: row r feeds the tokens feeds[r] (at least one) after its
+    cached ones; returns each row's logits after its last fed token ([rows, vocab], the model's dtype)."""
+    counts = [len(f) for f in feeds]
+    batch.step_inputs(counts)
+    width = batch.width
+    ids = [[pad_id] * (width - len(f)) + f for f in feeds]
+    uneven = counts if any(k != width for k in counts) else None
+    out = net(
+        input_ids=torch.tensor(ids, device=net.device),
+        position_ids=batch.positions(uneven),
+        attention_mask=batch.step_mask(uneven),
+        cache=batch.as_cache(),
+        use_cache=True,
+        logits_to_keep=1,  # a row chooses after its last fed token only; the vocabulary head is 1/5 of the weights
+    )
+    batch.advance(uneven)
+    return out.logits[:, -1]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from sotopia_pi_lib.llm import kvcache
-from sotopia_pi_lib.llm.kvcache import BLOCK
-from sotopia_pi_lib.llm.prefill import PrefillItem, plan_groups, prefill_group, split_shared
+from sotopia_pi_lib.llm.engine import kvcache
+from sotopia_pi_lib.llm.engine.kvcache import BLOCK
+from sotopia_pi_lib.llm.engine.prefill import PrefillItem, plan_groups, prefill_group, split_shared
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,9 @@ blocks with it (found through a hash chain over blocks, as vLLM's automatic pref
 the judge's rubric, a shared system prompt, both agents' common scenario text. A prompt's KV is kept
 as soon as it is prefilled, so requests admitted later in the same batch reuse it too. Entries are
 evicted least-recently-used by bytes, entries without a session first.
+
+Keys and values depend on the weights, so a model with LoRA adapters keeps one namespace per adapter
+(the adapter's name; "" for the base): a session and a block chain are found only in their own.
 """
 
 from __future__ import annotations
@@ -47,13 +50,19 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return int(diff.int().argmax()) if bool(diff.any()) else n
 
 
-def block_hashes(ids: list[int]) -> list[int]:
-    """h_k = hash(h_{k-1}, block k): equal hashes mean (barring collisions) equal prefixes."""
-    out, h = [], 0
+def block_hashes(ids: list[int], namespace: str = "") -> list[int]:
+    """h_k = hash(h_{k-1}, block k), h_0 from the namespace: equal hashes mean (barring collisions)
+    equal prefixes computed by the same weights."""
+    out, h = [], hash(namespace) if namespace else 0
     for k in range(len(ids) // BLOCK):
         h = hash((h, tuple(ids[k * BLOCK : (k + 1) * BLOCK])))
         out.append(h)
     return out
+
+
+def session_key(session: str | None, namespace: str = "") -> str | None:
+    """The store key of a session's entry in a namespace (the base's keys are the sessions)."""
+    return session if session is None or not namespace else f"{session}@{namespace}"
 
 
 class SessionStore:
@@ -69,13 +78,14 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, session: str | None, prompt: list[int]) -> tuple[int, KV | None]:
+    def lookup(self, session: str | None, prompt: list[int], namespace: str = "") -> tuple[int, KV | None]:
         """(reusable prefix length, that prefix's KV view). At least one prompt token is always left to
         compute, since its logits are needed."""
         best, key = 0, None
+        session = session_key(session, namespace)
         if session is not None and session in self._entries:
             best, key = common_prefix(self._entries[session].ids, prompt), session
-        hashes = block_hashes(prompt)
+        hashes = block_hashes(prompt, namespace)
         for k in range(len(hashes) - 1, -1, -1):
             holders = self._holders.get(hashes[k])
             if holders:
@@ -90,11 +100,12 @@ class SessionStore:
         self._entries.move_to_end(key)
         return reuse, self._entries[key].kv[:, :, :, :reuse]
 
-    def put(self, key: str, ids: list[int], kv: KV) -> None:
+    def put(self, key: str, ids: list[int], kv: KV, namespace: str = "") -> None:
+        """Keep `kv` under `key` (a session_key, or an ANONYMOUS one)."""
         if self.max_bytes <= 0:
             return
         self.drop(key)
-        entry = SessionEntry(ids, kv, block_hashes(ids))
+        entry = SessionEntry(ids, kv, block_hashes(ids, namespace))
         if entry.nbytes > self.max_bytes:
             return
         self._entries[key] = entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sotopia_pi_lib.llm.kvcache import BLOCK, SessionStore, common_prefix
+from sotopia_pi_lib.llm.engine.kvcache import BLOCK, SessionStore, common_prefix
 
 
 def test_common_prefix() -> None:

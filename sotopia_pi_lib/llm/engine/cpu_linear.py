@@ -48,8 +48,13 @@ class PackedLinear(nn.Module):
 
 def pack_linears(net: Any) -> int:
     """Swap every plain nn.Linear of `net` for a PackedLinear and return how many. Subclasses stay
-    (bitsandbytes' 4-bit layers, LoRA wrappers): their forward is not a plain matmul."""
-    targets = [name for name, module in net.named_modules() if type(module) is nn.Linear]
+    (bitsandbytes' 4-bit layers, LoRA wrappers): their forward is not a plain matmul. A LoRA wrapper's
+    base layer is packed, its low-rank matrices are not (peft reads their `.weight`); what the unmerged
+    adapters cost a decode step is measured by bench/adapters.py."""
+    targets = [
+        name for name, module in net.named_modules()
+        if type(module) is nn.Linear and not any(part.startswith("lora_") for part in name.split("."))
+    ]  # fmt: skip
     for name in targets:
         parent, _, child = name.rpartition(".")
         owner = net.get_submodule(parent) if parent else net

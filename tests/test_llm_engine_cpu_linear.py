@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sotopia_pi_lib.llm.cpu_linear import PackedLinear, can_pack, pack_linears
+from sotopia_pi_lib.llm.engine import prepare
+from sotopia_pi_lib.llm.engine.cpu_linear import PackedLinear, can_pack, pack_linears
 from sotopia_pi_lib.llm.hf_load import HFOptions, load
 
 DTYPES = [d for d in (torch.float32, torch.bfloat16) if can_pack(d)]
@@ -57,13 +58,14 @@ def test_subclasses_of_linear_are_left_alone() -> None:
 @pytest.mark.model
 @pytest.mark.skipif(not can_pack(torch.bfloat16), reason="this CPU has no native bfloat16 in oneDNN")
 @torch.inference_mode()
-def test_hf_load_packs_the_embedded_model_bit_identically(embedded_model_dir: Path) -> None:
-    """What the hf backend loads on a CPU (pack_weights, the default) against the same load with
-    plain nn.Linear (pack_weights: false): every linear packed, the same bfloat16 logits."""
+def test_the_engine_packs_the_embedded_model_bit_identically(embedded_model_dir: Path) -> None:
+    """What the engine makes of the loaded model on a CPU (pack_weights, the default) against the same
+    with plain nn.Linear (pack_weights: false): every linear packed, the same bfloat16 logits."""
     ids = torch.randint(0, 40_000, (2, 40), generator=torch.Generator().manual_seed(2))
     logits = {}
     for pack in (False, True):
-        net = load(str(embedded_model_dir), None, HFOptions(dtype="bfloat16", pack_weights=pack)).net
+        net = load(str(embedded_model_dir), {}, HFOptions(dtype="bfloat16")).net
+        prepare(net, pack_weights=pack)
         linears = [m for m in net.modules() if isinstance(m, nn.Linear | PackedLinear)]
         assert len(linears) == 30 * 7 + 1 and all(isinstance(m, PackedLinear) == pack for m in linears)
         logits[pack] = net(input_ids=ids).logits

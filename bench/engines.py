@@ -1,0 +1,263 @@
+"""The hf backend's engine against the engines a researcher would otherwise use, on one workload.
+
+The workload is bench/sim_throughput.py's: 16 SOTOPIA episodes (every 6th scenario setup, seeds
+0..15, cap 6 turns, agents sampling at temperature 1.0 under the action schema, arguments up to 300
+characters, 160 tokens per turn), played by the episode runner with the response cache off:
+
+  engine        the runner on the hf backend as the pipeline runs it (the engine in llm/engine/)
+  transformers  the same episodes with model.generate + xgrammar's own HF logits processor
+                (xgrammar.contrib.hf.LogitsProcessor), one request at a time: what a researcher would
+                write. Same model, same dtype, same sampling (temperature, top_p; top_k off), a seed per
+                request; a reply that does not parse is a failed request (the runner retries once)
+  llama.cpp     a llama-server given by --llama-server URL (e.g. http://127.0.0.1:8080/v1), driven
+                through the project's openai backend (16 concurrent requests, response_format
+                json_schema); see docs/performance.md for building one
+  plain         (--plain) the hf backend's own fallback path (hf_plain.py), for reference
+
+Each prints turns/s, generated tokens/s, valid replies of all requests and failed episodes; then
+`engine / transformers: ratio R1` (goal >= 5) and `engine / llama.cpp: ratio R2` (goal >= 2). The
+engine plays the workload first and again last, and the ratios use the mean of its two runs, so a
+load that drifts on a shared machine does not favour either side. Model loading and grammar
+compilation are outside every timed run. Under `make bench` (BENCH_DOCS set) the comparison is
+written into docs/performance.md.
+
+    python bench/engines.py                                   # ~8 minutes on an idle 2-core CPU
+    python bench/engines.py --llama-server http://127.0.0.1:8080/v1   # or LLAMA_SERVER=... make bench
+    python bench/engines.py --episodes 4 --max-turns 4 --only engine transformers
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see bench/llm_throughput.py)
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import _report
+import torch
+
+from sotopia_pi_lib.data import load_sotopia
+from sotopia_pi_lib.llm import LLM, LLMRequest, LLMResponse, Message, ModelSpec, SamplingParams
+from sotopia_pi_lib.llm.hf import HFModel
+from sotopia_pi_lib.llm.json_output import derive_seed
+from sotopia_pi_lib.llm.registry import build_llm
+from sotopia_pi_lib.llm.schema import parse_json_output
+from sotopia_pi_lib.llm.usage import MeteredLLM
+from sotopia_pi_lib.sim import (
+    ACTION_TYPES,
+    RuleConfig,
+    RunConfig,
+    action_schema,
+    make_specs,
+    run_episodes,
+    setups_for_task_set,
+)
+
+ENGINES = ("engine", "transformers", "llama.cpp", "plain")
+GOALS = {"transformers": 5.0, "llama.cpp": 2.0}
+BUILD_HINT = "build one as docs/performance.md describes and pass --llama-server http://HOST:PORT/v1"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--max-turns", type=int, default=6, help="turn cap per episode (SOTOPIA: 20)")
+    p.add_argument("--max-argument-chars", type=int, default=300)
+    p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto", help="hf dtype of the engine and of transformers' run")
+    p.add_argument(
+        "--llama-server", metavar="URL", default=os.environ.get("LLAMA_SERVER") or None,
+        help="an OpenAI-compatible llama.cpp server (…/v1); default: $LLAMA_SERVER (make bench LLAMA_SERVER=URL)",
+    )
+    p.add_argument("--llama-model", default="smollm2", help="the model name the llama-server answers to")
+    p.add_argument("--plain", action="store_true", help="also run the hf backend's plain (fallback) path")
+    p.add_argument("--only", nargs="+", choices=ENGINES, help="run only these")
+    p.add_argument("--json", help="also write the numbers to this file")
+    return p.parse_args()
+
+
+class GenerateOneByOne(LLM):
+    """transformers' generate with xgrammar's HF logits processor, one request at a time."""
+
+    def __init__(self, model_path: str, dtype: Any) -> None:
+        import xgrammar as xgr
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = ModelSpec(backend="hf", model="embedded", options={"engine": "off"})
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.net = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval()
+        info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.net.config.vocab_size)
+        self.compiler = xgr.GrammarCompiler(info)
+        self._grammars: dict[str, Any] = {}
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": "transformers-generate", "dtype": str(self.net.dtype)}
+
+    def grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = self.compiler.compile_json_schema(key)
+        return self._grammars[key]
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        out = []
+        for request in requests:
+            t0 = time.perf_counter()
+            ids = self.tokenizer.apply_chat_template(
+                [m.model_dump() for m in request.messages], add_generation_prompt=True, return_tensors="pt",
+                return_dict=True,
+            )["input_ids"]  # fmt: skip
+            s = request.sampling
+            torch.manual_seed(derive_seed(request.seed, request.sample_index))
+            processors = [LogitsProcessor(self.grammar(request.json_schema))] if request.json_schema else []
+            sequences = self.net.generate(
+                ids, max_new_tokens=s.max_tokens, do_sample=s.temperature > 0, temperature=s.temperature or None,
+                top_p=s.top_p, top_k=0, logits_processor=processors, pad_token_id=self.tokenizer.eos_token_id,
+            )  # fmt: skip
+            reply = sequences[0, ids.shape[1] :]
+            text = self.tokenizer.decode(reply, skip_special_tokens=True)
+            ended = bool(reply.numel()) and int(reply[-1]) == self.tokenizer.eos_token_id
+            response = LLMResponse(
+                text=text, finish_reason="stop" if ended else "length", prompt_tokens=ids.shape[1],
+                completion_tokens=int(reply.numel()), latency_s=time.perf_counter() - t0,
+            )  # fmt: skip
+            if request.json_schema is not None:
+                parsed, problem = parse_json_output(text, request.json_schema)
+                update = {"parsed": parsed} if problem is None else {"finish_reason": "error", "error": problem}
+                response = response.model_copy(update=update)
+            out.append(response)
+        return out
+
+
+def warm_request(args: argparse.Namespace) -> LLMRequest:
+    return LLMRequest(
+        messages=(Message(role="user", content="Hi"),), sampling=SamplingParams(max_tokens=48),
+        json_schema=action_schema(ACTION_TYPES, args.max_argument_chars),
+    )  # fmt: skip
+
+
+def build(name: str, args: argparse.Namespace) -> LLM:
+    """The engine under test, loaded and with the action grammar compiled (outside the timed run)."""
+    if name in ("engine", "plain"):
+        options = {"dtype": args.dtype, "kv_cache_bytes": 4 << 30, "engine": "auto" if name == "engine" else "off"}
+        llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
+    elif name == "transformers":
+        probe = HFModel(ModelSpec(backend="hf", model="embedded", options={"dtype": args.dtype}))
+        dtype = getattr(torch, probe.identity()["dtype"])  # what `auto` resolves to for the engine
+        llm = GenerateOneByOne(probe.model_path, dtype)
+    else:
+        options = {"base_url": args.llama_server, "max_concurrency": 16, "structured": "json_schema"}
+        llm = build_llm(ModelSpec(backend="openai", model=args.llama_model, options=options), cache=None)
+    llm.generate([warm_request(args)])
+    inner = getattr(llm, "inner", llm)
+    if name == "engine" and getattr(inner, "path", None) != "engine":
+        raise SystemExit(f"the hf backend did not start its engine here: {inner.plain_reason}")
+    return llm
+
+
+def play(name: str, specs: list, args: argparse.Namespace) -> dict[str, Any]:
+    llm = build(name, args)
+    metered = MeteredLLM(llm, name)
+    config = RunConfig(
+        rules=RuleConfig(max_turns=args.max_turns),
+        sampling=SamplingParams(temperature=1.0, max_tokens=args.max_tokens),
+        max_argument_chars=args.max_argument_chars, max_live_episodes=len(specs),
+    )  # fmt: skip
+    print(f"\n== {name}", flush=True)
+    t0 = time.perf_counter()
+    result = run_episodes(specs, {"m": metered}, config)
+    wall = time.perf_counter() - t0
+    llm.close()
+    s, u = result.summary, metered.usage
+    return {
+        "turns": s.turns, "seconds": round(wall, 1), "turns_per_s": round(s.turns / wall, 3),
+        "completion_tokens": s.completion_tokens, "tokens_per_s": round(s.completion_tokens / wall, 1),
+        "requests": u.requests, "valid_replies": u.requests - u.failed, "failed_episodes": s.failed,
+        "episodes": s.completed, "end_reasons": s.end_reasons,
+    }  # fmt: skip
+
+
+def ratio_lines(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    lines = []
+    engine = [r for name, r in results.items() if name.startswith("engine")]
+    for other, label in (("transformers", "R1"), ("llama.cpp", "R2")):
+        if engine and other in results:
+            r = sum(e["turns_per_s"] for e in engine) / len(engine) / results[other]["turns_per_s"]
+            by_tokens = sum(e["tokens_per_s"] for e in engine) / len(engine) / results[other]["tokens_per_s"]
+            results[f"ratio_{label}"] = round(r, 2)  # type: ignore[assignment]
+            verdict = "met" if r >= GOALS[other] else "missed"
+            lines.append(f"engine / {other}: ratio {label} = {r:.2f} (goal >= {GOALS[other]:g}: {verdict}); "
+                         f"in generated tokens/s {by_tokens:.2f} (each engine samples its own episodes, so "
+                         "their turn counts and lengths differ)")
+        elif other == "llama.cpp" and not args.llama_server:
+            lines.append(f"engine / llama.cpp: ratio R2 skipped (no --llama-server given; {BUILD_HINT})")
+    return lines
+
+
+def describe(args: argparse.Namespace) -> str:
+    """What each engine was: the hf engine's dtype, and the llama.cpp server's build and model."""
+    dtype = HFModel(ModelSpec(backend="hf", model="embedded", options={"dtype": args.dtype})).identity()["dtype"]
+    text = f"engine and transformers run the embedded model in {dtype}"
+    if args.llama_server:
+        import httpx
+
+        try:
+            props = httpx.get(args.llama_server.removesuffix("/").removesuffix("/v1") + "/props", timeout=10).json()
+            model = Path(str(props.get("model_path", "?"))).name
+            text += f"; llama.cpp {props.get('build_info', '?')} serves {model}"
+        except (httpx.HTTPError, ValueError):
+            text += "; llama.cpp (its /props did not answer)"
+    return text
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = ["| run | engine | turns | seconds | turns/s | tokens/s | valid replies / requests | failed episodes | load after |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        if isinstance(r, dict) and "turns" in r:
+            rows.append(f"| {r['order']} | {name} | {r['turns']} | {r['seconds']} | {r['turns_per_s']:.3f} | "
+                        f"{r['tokens_per_s']} | {r['valid_replies']} / {r['requests']} | {r['failed_episodes']} | "
+                        f"{r['load']} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    wanted = args.only or [n for n in ENGINES if n != "plain" or args.plain]
+    if "llama.cpp" in wanted and not args.llama_server:
+        wanted.remove("llama.cpp")
+    setups = setups_for_task_set(load_sotopia(), "sotopia_all")
+    setups = setups[:: max(1, len(setups) // args.episodes)][: args.episodes]
+    specs = make_specs(setups, ("m", "m"), seed=args.seed, tags={"bench": "engines"})
+    order = [*wanted, "engine"] if "engine" in wanted and len(wanted) > 1 else wanted  # engine first and last
+    results: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(order):
+        key = name if name not in results else f"{name} (again)"
+        results[key] = play(name, specs, args) | {"load": round(os.getloadavg()[0], 1), "order": k + 1}
+    load = os.getloadavg()[0]
+    print(f"\n{len(specs)} episodes, cap {args.max_turns} turns, embedded model, response cache off, load {load:.1f}")
+    print(table(results))
+    lines = ratio_lines(results, args)
+    print("\n".join(lines))
+    body = (f"{len(specs)} SOTOPIA episodes (cap {args.max_turns} turns, temperature 1.0, action schema, "
+            f"{args.max_tokens} tokens per turn), response cache off; load average {load:.1f} at the end. "
+            f"Engines: {describe(args)}.\n\n"
+            + table(results) + "\n\n" + "\n".join(f"- {line}" for line in lines))
+    _report.write_section("engines", "Engines on the simulation workload (bench/engines.py)", body)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results | {"args": vars(args)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
