@@ -1,6 +1,6 @@
 """The study's judge on the released human-evaluation episodes: the seeded subset, the config block,
-and the judge-vs-human path end to end with a scripted judge (the real embedded judge rates the ci
-profile's released episode in the notebooks' end-to-end test, tests/test_notebooks_ci.py)."""
+and the judge-vs-human path end to end with a scripted judge (the rehearsal profile's served
+judge rates a released episode in the notebooks' end-to-end test, tests/test_notebooks_rehearsal.py)."""
 
 from __future__ import annotations
 

@@ -281,7 +281,7 @@ def test_released_episodes_reach_the_evaluator_as_the_paper_rendered_them(sotopi
 def test_an_episode_on_the_embedded_model_records_what_the_package_rendered(sotopia, embedded_model_dir):
     """A short episode with the real model through the local server: each recorded prompt is the one
     the package itself logged for that turn (its LangChain callback; one job at a time, as the log is
-    global). tests/test_notebooks_ci.py rates such episodes and makes training examples of them."""
+    global). test_a_few_ci_episodes_in_the_sotopia_style (below) rates such episodes and makes training examples of them."""
     from sotopia_pi_lib.llm.registry import build_llm
     from sotopia_pi_lib.llm.types import ModelSpec
 
