@@ -34,18 +34,9 @@ from sotopia_pi_lib.llm import LLMRequest, LLMResponse, Message, ModelSpec, Samp
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.registry import CachedLLM
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
-ACTION_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_type": {
-            "type": "string",
-            "enum": ["none", "speak", "non-verbal communication", "action", "leave"],
-        },
-        "argument": {"type": "string"},
-    },
-    "required": ["action_type", "argument"],
-}
+ACTION_SCHEMA = action_schema(ACTION_TYPES)
 SYSTEM = "Role-play the character; reply with one action."
 
 
