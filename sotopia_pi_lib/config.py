@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .evaluate.human_eval import HumanEvalConfig
@@ -21,16 +21,13 @@ from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
 from .pi.train_config import TrainConfig
 from .sim.runner import RunConfig as EpisodeRunConfig
+from .strict import StrictModel
 
 ROLES = ("task_generator", "expert", "policy", "partner", "judge")
 Role = Literal["task_generator", "expert", "policy", "partner", "judge"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     name: str = Field(description="run folder under results/")
     seed: int = 0
     max_failure_fraction: float = Field(
@@ -46,7 +43,7 @@ class SimulationConfig(EpisodeRunConfig):
     reformat_role: Role = "partner"
 
 
-class RoleModels(_Strict):
+class RoleModels(StrictModel):
     """Which model plays each role of the study (DESIGN.md, 'Model roles and backends')."""
 
     task_generator: ModelSpec
@@ -56,7 +53,7 @@ class RoleModels(_Strict):
     judge: ModelSpec
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(StrictModel):
     """SOTOPIA-EVAL settings. Paper: one sample at temperature 0."""
 
     samples: int = Field(1, ge=1)
@@ -66,7 +63,7 @@ class JudgeConfig(_Strict):
         description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
 
 
-class CollectConfig(_Strict):
+class CollectConfig(StrictModel):
     """Which self-play data to collect and train on (section 3.2 and 4 of the paper)."""
 
     sources: tuple[Literal["bc", "sr"], ...] = ("bc", "sr")
@@ -76,7 +73,7 @@ class CollectConfig(_Strict):
 EvalModel = Literal["base", "sr", "bc", "bc_sr", "expert"]
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(StrictModel):
     """Benchmark runs: each model against the partner, in both agent positions."""
 
     models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr", "expert")
@@ -98,7 +95,7 @@ class MMLUStudyConfig(MMLUConfig):
         "transformers, as SOTOPIA-pi's evaluation scores them (needed for plain prompts on vllm)")
 
 
-class StudyConfig(_Strict):
+class StudyConfig(StrictModel):
     run: RunConfig
     models: RoleModels
     generate: GenerationConfig
