@@ -99,7 +99,7 @@ def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, 
     old, new = {e.episode_id for e in first.episodes}, {e.episode_id for e in second.episodes}
     assert len(old) == len(new) == 2 and not old & new
     in_file = {r.episode_id for r in EpisodeStore(tmp_path / "sr_round1.episodes.jsonl").records()}
-    rated = {r.episode_id for r in RatingStore(tmp_path / "sr_round1.ratings.jsonl").read()}
+    rated = {r.episode_id for r in RatingStore(tmp_path / "sr_round1.ratings.jsonl").records()}
     assert in_file == rated == new  # the files hold exactly this collection
     aside = {r.episode_id for r in EpisodeStore(tmp_path / "superseded" / "sr_round1.episodes.jsonl").records()}
     assert aside == old  # moved aside, not lost

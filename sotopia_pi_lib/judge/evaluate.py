@@ -227,13 +227,13 @@ def judge_episodes(
     labels = [j.spec.label for j in judges]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"judge models must have distinct labels, got {labels}")
-    have = {r.key: r for r in store.read()} if store is not None else {}
+    have = {r.key: r for r in store.records()} if store is not None else {}
     start = perf_counter()
     out, new, failed = _judge_all(episodes, judges, have, agents=agents, samples=samples, temperature=temperature,
                                   progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     if store is not None:
-        store.append(new)
-        store.append_failures(failed)
+        store.extend(new)
+        store.extend_failures(failed)
     if progress:
         print(
             f"judged {len(episodes)} episodes x {samples} sample(s) x {len(judges)} judge(s): "
@@ -319,15 +319,15 @@ def judge_into_stores(
     have: dict[RatingKey, EpisodeRating] = {}
     owner: dict[str, int] = {}
     for gi, (episodes, store) in enumerate(groups):
-        have |= {r.key: r for r in store.read()}
+        have |= {r.key: r for r in store.records()}
         owner |= {rec.episode_id: gi for rec in episodes}
     episodes = [rec for eps, _ in groups for rec in eps]
     start = perf_counter()
     out, new, failed = _judge_all(episodes, [judge], have, agents=agents, samples=samples, temperature=temperature,
                                   progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     for gi, (_, store) in enumerate(groups):
-        store.append(r for r in new if owner[r.episode_id] == gi)
-        store.append_failures(f for f in failed if owner[f.episode_id] == gi)
+        store.extend(r for r in new if owner[r.episode_id] == gi)
+        store.extend_failures(f for f in failed if owner[f.episode_id] == gi)
     if progress and (new or failed):
         print(f"judged {len(episodes)} episodes in {len(groups)} files: {len(new)} new, "
               f"{len(out) - len(new)} already rated, {len(failed)} failed, {perf_counter() - start:.1f}s")

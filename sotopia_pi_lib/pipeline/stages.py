@@ -147,7 +147,7 @@ class FilterResult(BaseModel):
 def filter_source(ctx: StageContext, source: str, round_: int) -> FilterResult:
     """Apply the filter rule to one source's rated episodes and write its training file."""
     episodes = EpisodeStore(ctx.paths.episodes(source, round_)).records()
-    ratings = RatingStore(ctx.paths.ratings(source, round_)).read()
+    ratings = RatingStore(ctx.paths.ratings(source, round_)).records()
     scores = score_table(episodes, ratings, ctx.cfg.filter.judge)
     kept = select(scores, ctx.cfg.filter)
     tokenizer = load_tokenizer(resolve_base_model(train_base(ctx)))
