@@ -20,14 +20,16 @@ from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
 from .pi.train_config import TrainConfig
-from .sim.runner import RunConfig as EpisodeRunConfig
+from .sim.runner import RunConfig
 from .strict import StrictModel
 
 ROLES = ("task_generator", "expert", "policy", "partner", "judge")
 Role = Literal["task_generator", "expert", "policy", "partner", "judge"]
 
 
-class RunConfig(StrictModel):
+class RunSettings(StrictModel):
+    """The `run` block: which folder under results/ the study writes, its seed, its failure budget."""
+
     name: str = Field(description="run folder under results/")
     seed: int = 0
     max_failure_fraction: float = Field(
@@ -36,7 +38,7 @@ class RunConfig(StrictModel):
                     "of any kind fails and is not marked done")
 
 
-class SimulationConfig(EpisodeRunConfig):
+class SimulationConfig(RunConfig):
     """How episodes are played (sim.runner.RunConfig) and which role's model reformats an agent output
     that holds no valid action (the paper: GPT-3.5, its partner)."""
 
@@ -96,7 +98,7 @@ class MMLUStudyConfig(MMLUConfig):
 
 
 class StudyConfig(StrictModel):
-    run: RunConfig
+    run: RunSettings
     models: RoleModels
     generate: GenerationConfig
     simulation: SimulationConfig = SimulationConfig()
