@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import ScriptedJudge, ScriptedPlayer
 
-from sotopia_pi_lib.judge.evaluate import judge_episodes, plan_ratings
+from sotopia_pi_lib.judge.rate import judge_episodes, plan_ratings
 from sotopia_pi_lib.judge.ratings import RatingStore
 from sotopia_pi_lib.llm.types import SamplingParams
 from sotopia_pi_lib.pi.collect import collect
@@ -18,9 +18,9 @@ from sotopia_pi_lib.pi.tasks import GeneratedTask
 from sotopia_pi_lib.sim import RuleConfig, RunConfig
 from sotopia_pi_lib.sim import runner as sim_runner
 from sotopia_pi_lib.sim.episode import AgentAction, Turn
+from sotopia_pi_lib.sim.episode_store import EpisodeStore
 from sotopia_pi_lib.sim.pairing import setups_for_task_set
 from sotopia_pi_lib.sim.runner import EpisodeSpec, episode_id, model_hashes
-from sotopia_pi_lib.sim.store import EpisodeStore
 from sotopia_pi_lib.store.keys import content_hash, result_fields
 
 BASE = RunConfig(rules=RuleConfig(max_turns=4), progress=False)

@@ -20,7 +20,7 @@ from sotopia_pi_lib.judge import (
     parse_judgement,
     summarize_samples,
 )
-from sotopia_pi_lib.judge.evaluate import rubric_version_for
+from sotopia_pi_lib.judge.rate import rubric_version_for
 from sotopia_pi_lib.llm.base import LLM
 from sotopia_pi_lib.llm.types import LLMRequest, LLMResponse, ModelSpec
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn

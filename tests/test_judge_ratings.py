@@ -155,7 +155,7 @@ def test_join_complete_and_filtered_by_rubric_version():
 
 def test_read_rated_episodes_from_run_files(tmp_path):
     from sotopia_pi_lib.judge import read_rated_episodes
-    from sotopia_pi_lib.sim.store import EpisodeStore
+    from sotopia_pi_lib.sim.episode_store import EpisodeStore
 
     episodes = EpisodeStore(tmp_path / "episodes.jsonl")
     for eid in ("e1", "e2"):

@@ -113,7 +113,7 @@ def read_ratings(path: Path, rubric_version: str | None = None) -> list[EpisodeR
 
 
 def failures_path(episodes: Path) -> Path:
-    """The episode store's side file of abandoned episodes (sim.store.EpisodeStore)."""
+    """The episode store's side file of abandoned episodes (sim.episode_store.EpisodeStore)."""
     return episodes.with_name(episodes.stem + ".failures.jsonl")
 
 

@@ -16,16 +16,16 @@ from pydantic import BaseModel, ConfigDict
 from ..data.profiles import EnvAgentCombo
 from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
-from ..judge.evaluate import judge_into_stores, judge_temperature, plan_ratings
+from ..judge.rate import judge_into_stores, judge_temperature, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..llm.types import ModelSpec
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import RoutedStore
 from ..sim.pairing import setup_for_combo
 from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
-from ..sim.store import RoutedStore
 from .safety import safety_combos
 
 TASK_SETS = ("sotopia_all", "sotopia_hard", "safety")

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..judge.evaluate import judge_episodes
+from ..judge.rate import judge_episodes
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM

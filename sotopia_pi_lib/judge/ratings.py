@@ -217,7 +217,7 @@ def read_rated_episodes(
     rubric_version: str | None = None,
 ) -> RatedEpisodes:
     """Read a run's episode file and ratings file and join them (see join_ratings)."""
-    from ..sim.store import EpisodeStore
+    from ..sim.episode_store import EpisodeStore
 
     episodes = EpisodeStore(episodes_path).records()
     if not Path(ratings_path).exists():

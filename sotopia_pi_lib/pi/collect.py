@@ -13,15 +13,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..data.sotopia import SotopiaData
-from ..judge.evaluate import judge_episodes, judge_temperature, plan_ratings
+from ..judge.rate import judge_episodes, judge_temperature, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import EpisodeStore
 from ..sim.pairing import setup_for_pair
 from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
-from ..sim.store import EpisodeStore
 from .tasks import GeneratedTask
 
 
@@ -66,7 +66,7 @@ def collect(
     """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
 
     Episodes and ratings are keyed by everything that shapes them (see `sim.runner.episode_id` and
-    `judge.evaluate.plan_ratings`); those of other settings already in the files move to `superseded/`,
+    `judge.rate.plan_ratings`); those of other settings already in the files move to `superseded/`,
     so the files hold exactly this collection. `reformatter` rewrites unparseable output (sim.runner)."""
     label = model_key(source, player)
     specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})

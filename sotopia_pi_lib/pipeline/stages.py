@@ -33,8 +33,8 @@ from ..pi.tasks import GeneratedTask, GenerationReport, read_tasks, write_tasks
 from ..pi.train import TrainResult, train_adapter
 from ..pi.train_model import load_tokenizer, resolve_base_model
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import EpisodeStore
 from ..sim.human_eval import released_episodes
-from ..sim.store import EpisodeStore
 from ..store.files import atomic_write_text
 from .context import StageContext
 

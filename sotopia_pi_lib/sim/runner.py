@@ -27,9 +27,9 @@ from ..llm.schema import parse_json_output
 from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
 from ..store.keys import content_hash, result_fields
 from .episode import AgentAction, EndReason, EpisodeRecord, Turn
+from .episode_store import EpisodeFailure, EpisodeStore, RunSummary
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
-from .store import EpisodeFailure, EpisodeStore, RunSummary
 from .style import SotopiaStyle, style_version
 from .visibility import Visibility
 
