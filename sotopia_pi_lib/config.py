@@ -13,9 +13,10 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .evaluate.benchmark import EvalModel, EvaluateConfig
 from .evaluate.human_eval import HumanEvalConfig
 from .evaluate.mmlu import MMLUConfig
-from .judge.rubric import REASONING_MAX_CHARS
+from .judge.rate import JudgeConfig
 from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
@@ -55,37 +56,11 @@ class RoleModels(StrictModel):
     judge: ModelSpec
 
 
-class JudgeConfig(StrictModel):
-    """SOTOPIA-EVAL settings. Paper: one sample at temperature 0."""
-
-    samples: int = Field(1, ge=1)
-    temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
-    reasoning_max_chars: int | None = Field(
-        REASONING_MAX_CHARS, ge=16,
-        description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
-
-
 class CollectConfig(StrictModel):
     """Which self-play data to collect and train on (section 3.2 and 4 of the paper)."""
 
     sources: tuple[Literal["bc", "sr"], ...] = ("bc", "sr")
     bc_sr: bool = Field(True, description="also run BC+SR: BC model self-play, filtered, trained from BC")
-
-
-EvalModel = Literal["base", "sr", "bc", "bc_sr", "expert"]
-
-
-class EvaluateConfig(StrictModel):
-    """Benchmark runs: each model against the partner, in both agent positions."""
-
-    models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr", "expert")
-    task_sets: dict[Literal["sotopia_all", "sotopia_hard"], int | None] = Field(
-        default_factory=lambda: {"sotopia_all": None, "sotopia_hard": None},
-        description="task set -> number of combos (a fixed, seeded subset), None = all")
-    both_positions: bool = True
-    safety: bool = True
-    safety_combos: int | None = Field(None, ge=1, description="subset of the 35 safety combos")
-    seed: int = 0
 
 
 class MMLUStudyConfig(MMLUConfig):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import ScriptedJudge, ScriptedPlayer
 
-from sotopia_pi_lib.judge.rate import judge_episodes, plan_ratings
+from sotopia_pi_lib.judge.rate import JudgeConfig, judge_episodes, plan_ratings
 from sotopia_pi_lib.judge.ratings import RatingStore
 from sotopia_pi_lib.llm.types import SamplingParams
 from sotopia_pi_lib.pi.collect import collect
@@ -85,7 +85,7 @@ def _tasks(sotopia, n: int = 2) -> list[GeneratedTask]:
 def _collect(sotopia, tmp_path, sim: RunConfig, player: Any, judge: Any):
     return collect(_tasks(sotopia), sotopia, source="sr", round_=1, player=player, judge=judge,
                    episodes_path=tmp_path / "sr_round1.episodes.jsonl",
-                   ratings_path=tmp_path / "sr_round1.ratings.jsonl", sim=sim)
+                   ratings_path=tmp_path / "sr_round1.ratings.jsonl", sim=sim, judging=JudgeConfig(), seed=0)
 
 
 def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, tmp_path, capsys):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.profiles import AgentProfile
 from ..errors import ConfigError, DataError, SotopiaPiError
@@ -24,6 +24,7 @@ from ..llm.cache import model_hash, request_key
 from ..llm.types import LLMRequest, LLMResponse
 from ..sim.episode import EpisodeRecord
 from ..store.keys import content_hash
+from ..strict import StrictModel
 from .official import official_rubric_version, rate_official
 from .prompt import judge_request
 from .ratings import EpisodeRating, RatingFailure, RatingKey, RatingStore, parse_judgement
@@ -33,6 +34,21 @@ log = logging.getLogger(__name__)
 
 # Not a paper setting (its judge is greedy): several greedy samples would be identical.
 SAMPLED_TEMPERATURE = 1.0
+
+
+class JudgeConfig(StrictModel):
+    """SOTOPIA-EVAL settings (the `judge` block of a params file). Paper: one sample at temperature 0."""
+
+    samples: int = Field(1, ge=1)
+    temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
+    reasoning_max_chars: int | None = Field(
+        REASONING_MAX_CHARS, ge=16,
+        description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature judgements are sampled at (see judge_temperature)."""
+        return judge_temperature(self.samples, self.temperature)
 
 
 def judge_temperature(samples: int, temperature: float | None) -> float:

@@ -88,9 +88,7 @@ def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> 
     collection = collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                          judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                          ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                         judge_samples=ctx.cfg.judge.samples,
-                         reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ctx.cfg.run.seed,
-                         reformatter=reformatter(ctx))
+                         judging=ctx.cfg.judge, seed=ctx.cfg.run.seed, reformatter=reformatter(ctx))
     count_failures(ctx, collection.summary.requested, collection.episodes, collection.ratings,
                    ctx.paths.episodes(source, round_), ctx.paths.ratings(source, round_))
     return collection
@@ -249,9 +247,7 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
                            ratings_path=ctx.paths.eval_ratings(name, task_set))
              for name in ev.models for task_set, n in sets.items()]
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
-                             both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
-                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed,
-                             reformatter=reformatter(ctx))
+                             judging=ctx.cfg.judge, evaluate=ev, reformatter=reformatter(ctx))
     for plan, run in zip(plans, runs, strict=True):
         wanted = len(plan.combos) * (2 if ev.both_positions else 1)
         count_failures(ctx, wanted, run.episodes, run.ratings, plan.episodes_path, plan.ratings_path)
@@ -317,8 +313,7 @@ def judge_released_episodes(ctx: StageContext) -> tuple[list[EpisodeRecord], lis
     model) rated by the study's judge, cached and resumable, into `released_human_eval.ratings.jsonl`;
     06 puts these ratings against the released human ones."""
     episodes = select_released(released_episodes(load_human_eval(), ctx.data), ctx.cfg.human_eval)
-    ratings = judge_released(episodes, ctx.model("judge"), ctx.paths.released_ratings,
-                             samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars)
+    ratings = judge_released(episodes, ctx.model("judge"), ctx.paths.released_ratings, ctx.cfg.judge)
     return episodes, ratings
 
 
