@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: with other processes on the two cores, OpenMP's default spin-waiting makes torch
-# 3-4x slower (measured at load 5: decode step 94 ms passive vs 315-393 ms active at batch 1).
+# Before torch loads: with other processes on the cores, OpenMP's default spin-waiting threads compete
+# with them for the CPU and make torch several times slower; passive waiting yields the core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse

@@ -12,8 +12,8 @@ sotopia the sotopia prompt style: the official package's agents and environment 
         135M model's turns parse as the project style's do
 `--naive-jump` gives the naive loop the jump-forward too, to separate its share of the speed-up.
 Both run with the response cache off, so every turn is really generated. Set-up is outside both timed
-runs: loading the weights and compiling the action grammar (xgrammar, ~1.8 s for a 300-character
-argument; compiled once per model and schema, so it would add the same constant to both). Also prints
+runs: loading the weights and compiling the action grammar (xgrammar; compiled once per model and
+schema, so it would add the same constant to both). Also prints
 episode lengths and action-type counts, so degenerate episodes (all `none`, instant leaves) show.
 Both runs sample the same episodes with the same seeds, but in bfloat16 a reply depends slightly on
 its batch-mates, so the sampled episodes drift apart (turn counts and lengths differ); hence the

@@ -328,9 +328,10 @@ def judge_into_stores(
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     reformatter: LLM | None = None,
 ) -> list[list[EpisodeRating]]:
-    """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
-    than alone), each rating (and failure) appended to its own file's store; returns every group's
-    ratings under the current keys (see `plan_ratings`)."""
+    """Judge the episodes of several files in ONE batch (decoding costs much less per token in a large
+    batch than alone: bench/llm_throughput.py measures tokens/s by batch size), each rating (and
+    failure) appended to its own file's store; returns every group's ratings under the current keys
+    (see `plan_ratings`)."""
     temperature = judge_temperature(samples, temperature)
     have: dict[RatingKey, EpisodeRating] = {}
     owner: dict[str, int] = {}
