@@ -41,23 +41,15 @@ from typing import Any
 
 import _report
 import torch
+from _episodes import add_workload_args, warm_up, workload_specs
 
-from sotopia_pi_lib.data import load_sotopia
-from sotopia_pi_lib.llm import LLM, LLMRequest, LLMResponse, Message, ModelSpec, SamplingParams
+from sotopia_pi_lib.llm import LLM, LLMRequest, LLMResponse, ModelSpec, SamplingParams
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.json_output import derive_seed
 from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.llm.schema import parse_json_output
 from sotopia_pi_lib.llm.usage import MeteredLLM
-from sotopia_pi_lib.sim import (
-    ACTION_TYPES,
-    RuleConfig,
-    RunConfig,
-    action_schema,
-    make_specs,
-    run_episodes,
-    setups_for_task_set,
-)
+from sotopia_pi_lib.sim import RuleConfig, RunConfig, run_episodes
 
 ENGINES = ("engine", "transformers", "llama.cpp", "plain")
 GOALS = {"transformers": 5.0, "llama.cpp": 2.0}
@@ -66,11 +58,7 @@ BUILD_HINT = "build one as docs/performance.md describes and pass --llama-server
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=16)
-    p.add_argument("--max-turns", type=int, default=6, help="turn cap per episode (SOTOPIA: 20)")
-    p.add_argument("--max-argument-chars", type=int, default=300)
-    p.add_argument("--max-tokens", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
+    add_workload_args(p)
     p.add_argument("--dtype", default="auto", help="hf dtype of the engine and of transformers' run")
     p.add_argument(
         "--llama-server", metavar="URL", default=os.environ.get("LLAMA_SERVER") or None,
@@ -139,13 +127,6 @@ class GenerateOneByOne(LLM):
         return out
 
 
-def warm_request(args: argparse.Namespace) -> LLMRequest:
-    return LLMRequest(
-        messages=(Message(role="user", content="Hi"),), sampling=SamplingParams(max_tokens=48),
-        json_schema=action_schema(ACTION_TYPES, args.max_argument_chars),
-    )  # fmt: skip
-
-
 def build(name: str, args: argparse.Namespace) -> LLM:
     """The engine under test, loaded and with the action grammar compiled (outside the timed run)."""
     if name in ("engine", "plain"):
@@ -158,7 +139,7 @@ def build(name: str, args: argparse.Namespace) -> LLM:
     else:
         options = {"base_url": args.llama_server, "max_concurrency": 16, "structured": "json_schema"}
         llm = build_llm(ModelSpec(backend="openai", model=args.llama_model, options=options), cache=None)
-    llm.generate([warm_request(args)])
+    warm_up(llm, args.max_argument_chars)
     inner = getattr(llm, "inner", llm)
     if name == "engine" and getattr(inner, "path", None) != "engine":
         raise SystemExit(f"the hf backend did not start its engine here: {inner.plain_reason}")
@@ -236,9 +217,7 @@ def main() -> None:
     wanted = args.only or [n for n in ENGINES if n != "plain" or args.plain]
     if "llama.cpp" in wanted and not args.llama_server:
         wanted.remove("llama.cpp")
-    setups = setups_for_task_set(load_sotopia(), "sotopia_all")
-    setups = setups[:: max(1, len(setups) // args.episodes)][: args.episodes]
-    specs = make_specs(setups, ("m", "m"), seed=args.seed, tags={"bench": "engines"})
+    specs = workload_specs(args, "m", "engines")
     order = [*wanted, "engine"] if "engine" in wanted and len(wanted) > 1 else wanted  # engine first and last
     results: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(order):

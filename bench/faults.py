@@ -262,6 +262,15 @@ def differ(a: Any, b: Any, where: str) -> str | None:
     return None if a == b else f"{where}: {str(a)[:60]!r} != {str(b)[:60]!r}"
 
 
+def damage_middle_line(target: Path, damage: Callable[[str], str]) -> tuple[int, int]:
+    """Replace the middle line of `target` by damage(line); (its 1-based number, the file's line count)."""
+    lines = target.read_text().splitlines(keepends=True)
+    middle = len(lines) // 2
+    lines[middle] = damage(lines[middle])
+    target.write_text("".join(lines))
+    return middle + 1, len(lines)
+
+
 def check_equal(outcome: Outcome, run: Path, reference: dict[str, Any]) -> None:
     got = snapshot(run)
     if got["done"] != list(STAGES):
@@ -342,39 +351,33 @@ class Bench:
         s = space(self.workdir, outcome.name, cache_from=self.reference, results_from=self.reference)
         files = [f for f in s.run.rglob("*.jsonl") if not SKIP_PARTS & set(f.relative_to(s.run).parts)]
         target = max(files, key=lambda f: len(f.read_text().splitlines()))
-        lines = target.read_text().splitlines(keepends=True)
-        middle = len(lines) // 2
-        lines[middle] = '{"this line": "was corrupted", ' + "\n"
-        target.write_text("".join(lines))
-        ok, errors = run_to_end(s)
-        outcome.notes.append(f"{target.relative_to(s.run)} line {middle + 1} of {len(lines)}; its stage re-ran")
-        if not ok:
-            outcome.problems.append(f"never completed: {errors[-1]}")
-        check_equal(outcome, s.run, self.ref_snapshot)
+        line, count = damage_middle_line(target, lambda _: '{"this line": "was corrupted", ' + "\n")
+        outcome.notes.append(f"{target.relative_to(s.run)} line {line} of {count}; its stage re-ran")
+        self.complete_as_reference(outcome, s)
         return outcome
 
     def corrupt_append_only(self) -> Outcome:
         outcome = Outcome("corrupt-append-only")
         s = space(self.workdir, outcome.name, cache_from=self.reference, results_from=self.reference)
         target = s.run / "02_collect" / "bc_round1.episodes.jsonl"
-        lines = target.read_text().splitlines(keepends=True)
-        middle = len(lines) // 2
-        lines[middle] = lines[middle][: len(lines[middle]) // 2] + "\n"  # half a record, newline kept
-        target.write_text("".join(lines))
+        line, count = damage_middle_line(target, lambda text: text[: len(text) // 2] + "\n")  # half a record
         rc, tail = run_once(s)
         error = last_error(tail)
-        named = re.search(rf"{re.escape(str(target))}:{middle + 1}\b", tail)
-        if rc == 0 or not named:
-            outcome.problems.append(f"expected an error naming {target.name}:{middle + 1}, got rc {rc}: {error}")
+        if rc == 0 or not re.search(rf"{re.escape(str(target))}:{line}\b", tail):
+            outcome.problems.append(f"expected an error naming {target.name}:{line}, got rc {rc}: {error}")
         else:  # do what the message says: delete that line
-            lines.pop(middle)
-            target.write_text("".join(lines))
+            lines = target.read_text().splitlines(keepends=True)
+            target.write_text("".join(lines[: line - 1] + lines[line:]))
+        outcome.notes.append(f"line {line} of {count}: {error.split('error: ')[-1][:110]}")
+        self.complete_as_reference(outcome, s)
+        return outcome
+
+    def complete_as_reference(self, outcome: Outcome, s: Space) -> None:
+        """Re-run until done (a stage may fail a few times): the run must complete and equal the reference."""
         ok, errors = run_to_end(s)
-        outcome.notes.append(f"line {middle + 1} of {len(lines) + 1}: {error.split('error: ')[-1][:110]}")
         if not ok:
             outcome.problems.append(f"never completed: {errors[-1]}")
         check_equal(outcome, s.run, self.ref_snapshot)
-        return outcome
 
     def second_writer(self) -> Outcome:
         outcome = Outcome("second-writer")

@@ -80,8 +80,7 @@ def bench_judge(params: str) -> None:
     judge = build_llm(cfg.models.judge, cache=None)
     with tempfile.TemporaryDirectory() as tmp:
         clock = Clock()
-        ratings = judge_released(episodes, judge, Path(tmp) / "r.jsonl", samples=cfg.judge.samples,
-                                 reasoning_max_chars=cfg.judge.reasoning_max_chars, progress=False)
+        ratings = judge_released(episodes, judge, Path(tmp) / "r.jsonl", cfg.judge, progress=False)
         clock.lap("judge")
     judge.close()
     wall, cpu = clock.times["judge"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: with other processes on the two cores, OpenMP's default spin-waiting makes torch
-# 3-4x slower (measured at load 5: decode step 94 ms passive vs 315-393 ms active at batch 1).
+# Before torch loads: with other processes on the cores, OpenMP's default spin-waiting threads compete
+# with them for the CPU and make torch several times slower; passive waiting yields the core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -34,18 +34,9 @@ from sotopia_pi_lib.llm import LLMRequest, LLMResponse, Message, ModelSpec, Samp
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.registry import CachedLLM
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
-ACTION_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_type": {
-            "type": "string",
-            "enum": ["none", "speak", "non-verbal communication", "action", "leave"],
-        },
-        "argument": {"type": "string"},
-    },
-    "required": ["action_type", "argument"],
-}
+ACTION_SCHEMA = action_schema(ACTION_TYPES)
 SYSTEM = "Role-play the character; reply with one action."
 
 

@@ -12,8 +12,8 @@ sotopia the sotopia prompt style: the official package's agents and environment 
         135M model's turns parse as the project style's do
 `--naive-jump` gives the naive loop the jump-forward too, to separate its share of the speed-up.
 Both run with the response cache off, so every turn is really generated. Set-up is outside both timed
-runs: loading the weights and compiling the action grammar (xgrammar, ~1.8 s for a 300-character
-argument; compiled once per model and schema, so it would add the same constant to both). Also prints
+runs: loading the weights and compiling the action grammar (xgrammar; compiled once per model and
+schema, so it would add the same constant to both). Also prints
 episode lengths and action-type counts, so degenerate episodes (all `none`, instant leaves) show.
 Both runs sample the same episodes with the same seeds, but in bfloat16 a reply depends slightly on
 its batch-mates, so the sampled episodes drift apart (turn counts and lengths differ); hence the
@@ -32,28 +32,16 @@ import json
 import time
 from collections import Counter
 
-from sotopia_pi_lib.data import load_sotopia
-from sotopia_pi_lib.llm import LLMRequest, Message, ModelSpec, SamplingParams
+from _episodes import add_workload_args, warm_up, workload_specs
+
+from sotopia_pi_lib.llm import ModelSpec, SamplingParams
 from sotopia_pi_lib.llm.registry import build_llm
-from sotopia_pi_lib.sim import (
-    ACTION_TYPES,
-    EpisodeRecord,
-    RuleConfig,
-    RunConfig,
-    action_schema,
-    make_specs,
-    run_episodes,
-    setups_for_task_set,
-)
+from sotopia_pi_lib.sim import EpisodeRecord, RuleConfig, RunConfig, run_episodes
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=16)
-    p.add_argument("--max-turns", type=int, default=6, help="turn cap per episode (SOTOPIA: 20)")
-    p.add_argument("--max-argument-chars", type=int, default=300)
-    p.add_argument("--max-tokens", type=int, default=160)
-    p.add_argument("--seed", type=int, default=0)
+    add_workload_args(p)
     p.add_argument(
         "--temperature",
         type=float,
@@ -94,12 +82,7 @@ def build(
 ):
     options = {"kv_cache_bytes": kv_cache_bytes, "jump_forward": jump_forward, "dtype": dtype, "pack_weights": pack}
     llm = build_llm(ModelSpec(backend="hf", model="embedded", options=options), cache=None)
-    warm = LLMRequest(
-        messages=(Message(role="user", content="Hi"),),
-        sampling=SamplingParams(max_tokens=48),
-        json_schema=action_schema(ACTION_TYPES, max_argument_chars),
-    )
-    llm.generate([warm])  # load the weights and compile the action grammar outside the timed runs
+    warm_up(llm, max_argument_chars)
     return llm
 
 
@@ -148,10 +131,7 @@ def run(mode: str, specs, args) -> dict:
 
 def main() -> None:
     args = parse_args()
-    data = load_sotopia()
-    setups = setups_for_task_set(data, "sotopia_all")
-    setups = setups[:: max(1, len(setups) // args.episodes)][: args.episodes]
-    specs = make_specs(setups, ("embedded", "embedded"), seed=args.seed, tags={"bench": "sim_throughput"})
+    specs = workload_specs(args, "embedded", "sim_throughput")
     modes = args.only or ["naive", "batched", "sotopia"]
     results = {m: run(m, specs, args) for m in modes}
     print(f"\n{len(specs)} episodes, cap {args.max_turns} turns, embedded model, response cache off")

@@ -10,27 +10,27 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .evaluate.benchmark import EvalModel, EvaluateConfig
 from .evaluate.human_eval import HumanEvalConfig
 from .evaluate.mmlu import MMLUConfig
-from .judge.rubric import REASONING_MAX_CHARS
+from .judge.rate import JudgeConfig
 from .llm.types import ModelSpec
 from .pi.filtering import FilterConfig
 from .pi.generate import GenerationConfig
 from .pi.train_config import TrainConfig
-from .sim.runner import RunConfig as EpisodeRunConfig
+from .sim.runner import RunConfig
+from .strict import StrictModel
 
 ROLES = ("task_generator", "expert", "policy", "partner", "judge")
 Role = Literal["task_generator", "expert", "policy", "partner", "judge"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RunSettings(StrictModel):
+    """The `run` block: which folder under results/ the study writes, its seed, its failure budget."""
 
-
-class RunConfig(_Strict):
     name: str = Field(description="run folder under results/")
     seed: int = 0
     max_failure_fraction: float = Field(
@@ -39,14 +39,14 @@ class RunConfig(_Strict):
                     "of any kind fails and is not marked done")
 
 
-class SimulationConfig(EpisodeRunConfig):
+class SimulationConfig(RunConfig):
     """How episodes are played (sim.runner.RunConfig) and which role's model reformats an agent output
     that holds no valid action (the paper: GPT-3.5, its partner)."""
 
     reformat_role: Role = "partner"
 
 
-class RoleModels(_Strict):
+class RoleModels(StrictModel):
     """Which model plays each role of the study (DESIGN.md, 'Model roles and backends')."""
 
     task_generator: ModelSpec
@@ -56,37 +56,11 @@ class RoleModels(_Strict):
     judge: ModelSpec
 
 
-class JudgeConfig(_Strict):
-    """SOTOPIA-EVAL settings. Paper: one sample at temperature 0."""
-
-    samples: int = Field(1, ge=1)
-    temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
-    reasoning_max_chars: int | None = Field(
-        REASONING_MAX_CHARS, ge=16,
-        description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
-
-
-class CollectConfig(_Strict):
+class CollectConfig(StrictModel):
     """Which self-play data to collect and train on (section 3.2 and 4 of the paper)."""
 
     sources: tuple[Literal["bc", "sr"], ...] = ("bc", "sr")
     bc_sr: bool = Field(True, description="also run BC+SR: BC model self-play, filtered, trained from BC")
-
-
-EvalModel = Literal["base", "sr", "bc", "bc_sr", "expert"]
-
-
-class EvaluateConfig(_Strict):
-    """Benchmark runs: each model against the partner, in both agent positions."""
-
-    models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr", "expert")
-    task_sets: dict[Literal["sotopia_all", "sotopia_hard"], int | None] = Field(
-        default_factory=lambda: {"sotopia_all": None, "sotopia_hard": None},
-        description="task set -> number of combos (a fixed, seeded subset), None = all")
-    both_positions: bool = True
-    safety: bool = True
-    safety_combos: int | None = Field(None, ge=1, description="subset of the 35 safety combos")
-    seed: int = 0
 
 
 class MMLUStudyConfig(MMLUConfig):
@@ -98,8 +72,8 @@ class MMLUStudyConfig(MMLUConfig):
         "transformers, as SOTOPIA-pi's evaluation scores them (needed for plain prompts on vllm)")
 
 
-class StudyConfig(_Strict):
-    run: RunConfig
+class StudyConfig(StrictModel):
+    run: RunSettings
     models: RoleModels
     generate: GenerationConfig
     simulation: SimulationConfig = SimulationConfig()

@@ -166,7 +166,7 @@ def test_all_seven_dimensions_are_reported():
 
 
 def rated_episodes(n_episodes: int = 12, samples: int = 3) -> RatedEpisodes:
-    """Episodes rated by one judge several times (sample_index 0..samples-1), as judge.evaluate stores them."""
+    """Episodes rated by one judge several times (sample_index 0..samples-1), as judge.rate stores them."""
     rng = np.random.default_rng(5)
     episodes, ratings = [], []
     for k in range(n_episodes):

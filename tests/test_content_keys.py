@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import ScriptedJudge, ScriptedPlayer
 
-from sotopia_pi_lib.judge.evaluate import judge_episodes, plan_ratings
+from sotopia_pi_lib.judge.rate import JudgeConfig, judge_episodes, plan_ratings
 from sotopia_pi_lib.judge.ratings import RatingStore
 from sotopia_pi_lib.llm.types import SamplingParams
 from sotopia_pi_lib.pi.collect import collect
@@ -18,9 +18,9 @@ from sotopia_pi_lib.pi.tasks import GeneratedTask
 from sotopia_pi_lib.sim import RuleConfig, RunConfig
 from sotopia_pi_lib.sim import runner as sim_runner
 from sotopia_pi_lib.sim.episode import AgentAction, Turn
+from sotopia_pi_lib.sim.episode_store import EpisodeStore
 from sotopia_pi_lib.sim.pairing import setups_for_task_set
 from sotopia_pi_lib.sim.runner import EpisodeSpec, episode_id, model_hashes
-from sotopia_pi_lib.sim.store import EpisodeStore
 from sotopia_pi_lib.store.keys import content_hash, result_fields
 
 BASE = RunConfig(rules=RuleConfig(max_turns=4), progress=False)
@@ -85,7 +85,7 @@ def _tasks(sotopia, n: int = 2) -> list[GeneratedTask]:
 def _collect(sotopia, tmp_path, sim: RunConfig, player: Any, judge: Any):
     return collect(_tasks(sotopia), sotopia, source="sr", round_=1, player=player, judge=judge,
                    episodes_path=tmp_path / "sr_round1.episodes.jsonl",
-                   ratings_path=tmp_path / "sr_round1.ratings.jsonl", sim=sim)
+                   ratings_path=tmp_path / "sr_round1.ratings.jsonl", sim=sim, judging=JudgeConfig(), seed=0)
 
 
 def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, 
     old, new = {e.episode_id for e in first.episodes}, {e.episode_id for e in second.episodes}
     assert len(old) == len(new) == 2 and not old & new
     in_file = {r.episode_id for r in EpisodeStore(tmp_path / "sr_round1.episodes.jsonl").records()}
-    rated = {r.episode_id for r in RatingStore(tmp_path / "sr_round1.ratings.jsonl").read()}
+    rated = {r.episode_id for r in RatingStore(tmp_path / "sr_round1.ratings.jsonl").records()}
     assert in_file == rated == new  # the files hold exactly this collection
     aside = {r.episode_id for r in EpisodeStore(tmp_path / "superseded" / "sr_round1.episodes.jsonl").records()}
     assert aside == old  # moved aside, not lost

@@ -23,6 +23,7 @@ from sotopia_pi_lib.evaluate.human_eval import (
     judge_released,
     select_released,
 )
+from sotopia_pi_lib.judge.rate import JudgeConfig
 from sotopia_pi_lib.judge.rubric import DIMENSIONS
 from sotopia_pi_lib.llm.base import LLM
 from sotopia_pi_lib.llm.types import LLMResponse, ModelSpec
@@ -105,9 +106,9 @@ def test_judge_vs_human_path_with_a_scripted_judge(release, episodes, tmp_path):
     means = table.groupby(["episode_id", "agent", "dimension"])["score"].mean()
     scores = [[{d.name: round(means[(e.episode_id, a, d.name)]) for d in DIMENSIONS} for a in (0, 1)] for e in chosen]
     judge = HumanMirror(scores)
-    ratings = judge_released(chosen, judge, tmp_path / "r.jsonl", reasoning_max_chars=16, progress=False)
+    ratings = judge_released(chosen, judge, tmp_path / "r.jsonl", JudgeConfig(reasoning_max_chars=16), progress=False)
     assert [r.episode_id for r in ratings] == [e.episode_id for e in chosen] and judge.asked == len(chosen)
-    assert judge_released(chosen, judge, tmp_path / "r.jsonl", reasoning_max_chars=16, progress=False) == ratings
+    assert judge_released(chosen, judge, tmp_path / "r.jsonl", JudgeConfig(reasoning_max_chars=16), progress=False) == ratings
     assert judge.asked == len(chosen)  # resumed from the store, nothing asked again
     frame = judge_frame(ratings, release)["hf:human-mirror"]
     vs = judge_vs_human(frame, table, "hf:human-mirror").set_index("dimension")

@@ -20,7 +20,7 @@ from sotopia_pi_lib.judge import (
     parse_judgement,
     summarize_samples,
 )
-from sotopia_pi_lib.judge.evaluate import rubric_version_for
+from sotopia_pi_lib.judge.rate import rubric_version_for
 from sotopia_pi_lib.llm.base import LLM
 from sotopia_pi_lib.llm.types import LLMRequest, LLMResponse, ModelSpec
 from sotopia_pi_lib.sim.episode import AgentAction, EpisodeRecord, Turn
@@ -128,7 +128,7 @@ def test_embedded_judge_scores_in_range_overall_is_mean_and_resume_skips(sotopia
             0.0,
         )
         assert r.completion_tokens > 0
-    assert store.read() == ratings
+    assert store.records() == ratings
     print(f"judged {len(ratings)} episodes, {sum(r.completion_tokens for r in ratings)} completion tokens")
 
     class Refuse(LLM):  # a resumed run must not ask the same judge again
@@ -153,7 +153,7 @@ def test_failed_judgements_are_reported_not_stored_and_retried(sotopia, judge, t
     short = ShortBudget(judge)
     assert judge_episodes(episodes, short, agents=sotopia.agents, store=store) == []
     assert "0 new, 0 already rated, 1 failed" in capsys.readouterr().out
-    assert store.read() == []
+    assert store.records() == []
     assert judge_episodes(episodes, short, agents=sotopia.agents, store=store) == []
     assert short.calls == 2  # nothing was stored, so the re-run asked again
 

@@ -94,22 +94,22 @@ def test_agent_rating_rejects_an_overall_that_is_not_the_mean():
 
 def test_store_resume_writes_no_duplicates_and_survives_a_torn_line(tmp_path):
     store = RatingStore(tmp_path / "ratings.jsonl")
-    assert store.append([rating("e1"), rating("e2")]) == 2
+    assert store.extend([rating("e1"), rating("e2")]) == 2
     # a re-run offers the same two again plus a new sample and a new judge: only the new ones are written
     assert (
-        store.append([rating("e1"), rating("e2"), rating("e1", sample=1), rating("e1", judge="openai:gpt-4")])
+        store.extend([rating("e1"), rating("e2"), rating("e1", sample=1), rating("e1", judge="openai:gpt-4")])
         == 2
     )
     assert len((tmp_path / "ratings.jsonl").read_text().splitlines()) == 4
     with open(store.path, "a") as f:
         f.write('{"episode_id": "e3", "judge": "hf:emb')  # a crash mid-write
     fresh = RatingStore(store.path)
-    got = fresh.read()
+    got = fresh.records()
     assert [tuple(r.key)[:2] for r in got] == [("e1", "hf:embedded"), ("e2", "hf:embedded"), ("e1", "hf:embedded"),
                                                ("e1", "openai:gpt-4")]  # fmt: skip
     assert got[0] == rating("e1")
-    assert fresh.append([rating("e3")]) == 1
-    assert len(fresh.read()) == 5
+    assert fresh.extend([rating("e3")]) == 1
+    assert len(fresh.records()) == 5
 
 
 def test_store_ignores_duplicate_lines_with_a_warning_and_rejects_a_corrupt_middle_line(tmp_path, caplog):
@@ -117,11 +117,11 @@ def test_store_ignores_duplicate_lines_with_a_warning_and_rejects_a_corrupt_midd
     line = rating("e1").model_dump_json() + "\n"
     path.write_text(line + line)
     with caplog.at_level(logging.WARNING):
-        assert len(RatingStore(path).read()) == 1
+        assert len(RatingStore(path).records()) == 1
     assert "duplicate rating" in caplog.text
     path.write_text(line + "{not json}\n" + rating("e2").model_dump_json() + "\n")
     with pytest.raises(DataError, match="ratings.jsonl:2"):
-        RatingStore(path).read()
+        RatingStore(path).records()
 
 
 def test_rubric_version_is_part_of_the_key():
@@ -155,13 +155,13 @@ def test_join_complete_and_filtered_by_rubric_version():
 
 def test_read_rated_episodes_from_run_files(tmp_path):
     from sotopia_pi_lib.judge import read_rated_episodes
-    from sotopia_pi_lib.sim.store import EpisodeStore
+    from sotopia_pi_lib.sim.episode_store import EpisodeStore
 
     episodes = EpisodeStore(tmp_path / "episodes.jsonl")
     for eid in ("e1", "e2"):
         episodes.append(episode(eid))
     with pytest.raises(DataError, match="no ratings file"):
         read_rated_episodes(episodes.path, tmp_path / "ratings.jsonl")
-    RatingStore(tmp_path / "ratings.jsonl").append([rating("e1"), rating("e2"), rating("e2", sample=1)])
+    RatingStore(tmp_path / "ratings.jsonl").extend([rating("e1"), rating("e2"), rating("e2", sample=1)])
     joined = read_rated_episodes(episodes.path, tmp_path / "ratings.jsonl")
     assert [(e.episode_id, len(r)) for e, r in joined.pairs] == [("e1", 1), ("e2", 2)]

@@ -8,6 +8,7 @@ import json
 import jsonschema
 import pytest
 
+from sotopia_pi_lib.data.human_eval import HUMAN_DIMENSIONS
 from sotopia_pi_lib.errors import DataError
 from sotopia_pi_lib.judge import (
     DIMENSION_NAMES,
@@ -21,16 +22,9 @@ from sotopia_pi_lib.judge import (
 from sotopia_pi_lib.judge.rubric import BY_NAME, REASONING_MAX_CHARS, RUBRIC_FINGERPRINT, check_scores
 from sotopia_pi_lib.llm.schema import check_schema
 
-# SOTOPIA-EVAL's ranges (Zhou et al. 2024; sotopia.database.evaluation_dimensions.SotopiaDimensions).
-PAPER_RANGES = {
-    "believability": (0, 10),
-    "relationship": (-5, 5),
-    "knowledge": (0, 10),
-    "secret": (-10, 0),
-    "social_rules": (-10, 0),
-    "financial_and_material_benefits": (-5, 5),
-    "goal": (0, 10),
-}
+# SOTOPIA-EVAL's ranges (Zhou et al. 2024; sotopia.database.evaluation_dimensions.SotopiaDimensions), as
+# the released human-evaluation form scores them; the data layer keeps them without importing the judge.
+PAPER_RANGES = HUMAN_DIMENSIONS
 
 
 def _valid_output(score_of=lambda d: d.high) -> dict:

@@ -6,11 +6,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "sotopia_pi_lib"
-# Pipeline order: data -> llm -> sim -> judge -> pi -> evaluate -> analysis. `errors`, `paths` and
+# Pipeline order: data -> llm -> sim -> judge -> pi -> evaluate -> analysis. `errors`, `paths`, `strict` and
 # `store` are the base every stage may use; `official` (SOTOPIA's own code, out of process, reached
 # through the project's server) comes after llm and before the stages that drive it; `config`,
 # `pipeline` and `serve` assemble the stages and come last.
-RANK = {"errors": 0, "paths": 0, "redact": 0, "store": 0, "data": 1, "llm": 2, "official": 3, "sim": 4, "judge": 5, "pi": 6,
+RANK = {"errors": 0, "paths": 0, "redact": 0, "strict": 0, "store": 0, "data": 1, "llm": 2, "official": 3, "sim": 4, "judge": 5, "pi": 6,
         "evaluate": 7, "analysis": 8, "config": 9, "pipeline": 10, "serve": 10}
 
 

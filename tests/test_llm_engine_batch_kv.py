@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from tiny_llama import nan_buffers, plain_forward, tiny_llama  # tests/ is on sys.path (no package)
+from transformers import LlamaForCausalLM
 
-from sotopia_pi_lib.llm.engine import kvcache
 from sotopia_pi_lib.llm.engine.batch_kv import BatchKV
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
-
-
-def prefill(net: LlamaForCausalLM, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    cache = DynamicCache()
-    out = net(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
-    kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
-    return out.logits[0, -1], kv
+    return tiny_llama()
 
 
 @pytest.fixture()
 def nan_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """New buffers start as NaN, not as the zeros fresh memory happens to hold: a masked column still
-    meets V with weight 0, so any uninitialised column a step reads would turn its output into NaN."""
-    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
+    nan_buffers(monkeypatch)
 
 
 @torch.inference_mode()
@@ -45,7 +31,7 @@ def test_batch_buffer_decodes_like_each_sequence_alone(tiny: LlamaForCausalLM, n
     batch = BatchKV(2, 2, 8, torch.float32, torch.device("cpu"), capacity=2)
     rows = []
     for i in range(3):
-        batch.add(prefill(tiny, prompts[i])[1])
+        batch.add(plain_forward(tiny, prompts[i])[1])
         rows.append(i)
     for t in range(6):
         if t == 2:  # row of sequence 1 leaves, a longer sequence joins (forces a left realloc)
@@ -54,7 +40,7 @@ def test_batch_buffer_decodes_like_each_sequence_alone(tiny: LlamaForCausalLM, n
             if moved is not None:
                 rows[k] = rows[moved]
             rows.pop()
-            _, kv = prefill(tiny, prompts[3] + steps[3][:2])
+            _, kv = plain_forward(tiny, prompts[3] + steps[3][:2])
             batch.add(kv)
             rows.append(3)
         batch.reserve(1)
@@ -65,10 +51,10 @@ def test_batch_buffer_decodes_like_each_sequence_alone(tiny: LlamaForCausalLM, n
         )  # fmt: skip
         batch.advance()
         for j, r in enumerate(rows):
-            expected, _ = prefill(tiny, prompts[r] + steps[r][: t + 1])
+            expected, _ = plain_forward(tiny, prompts[r] + steps[r][: t + 1])
             torch.testing.assert_close(out.logits[j, -1], expected, atol=1e-5, rtol=1e-4)
     for j, r in enumerate(rows):
-        _, kv = prefill(tiny, prompts[r] + steps[r])
+        _, kv = plain_forward(tiny, prompts[r] + steps[r])
         torch.testing.assert_close(batch.row_kv(j), kv, atol=1e-5, rtol=1e-4)
     assert batch.reallocations >= 2
     assert torch.isfinite(batch.buf[:, :, : batch.rows, :, : batch.end]).all()
@@ -84,7 +70,7 @@ def test_steps_of_several_tokens_per_row_match_each_sequence_alone(tiny: LlamaFo
     fed = [list(p) for p in prompts]
     batch = BatchKV(2, 2, 8, torch.float32, torch.device("cpu"), capacity=3)
     for p in prompts:
-        batch.add(prefill(tiny, p)[1])
+        batch.add(plain_forward(tiny, p)[1])
     for counts in plan:
         new = [torch.randint(0, 97, (k,), generator=g).tolist() for k in counts]
         batch.step_inputs(counts)
@@ -96,11 +82,11 @@ def test_steps_of_several_tokens_per_row_match_each_sequence_alone(tiny: LlamaFo
         batch.advance(uneven)
         for r, n in enumerate(new):
             fed[r] += n
-            expected, _ = prefill(tiny, fed[r])
+            expected, _ = plain_forward(tiny, fed[r])
             torch.testing.assert_close(out.logits[r, -1], expected, atol=1e-5, rtol=1e-4)
     for r in range(3):
-        _, kv = prefill(tiny, fed[r])
+        _, kv = plain_forward(tiny, fed[r])
         torch.testing.assert_close(batch.row_kv(r), kv, atol=1e-5, rtol=1e-4)
     assert batch.remove(0) == 2  # a row with holes moves intact
-    _, kv = prefill(tiny, fed[2])
+    _, kv = plain_forward(tiny, fed[2])
     torch.testing.assert_close(batch.row_kv(0), kv, atol=1e-5, rtol=1e-4)

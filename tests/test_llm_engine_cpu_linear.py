@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_llama import tiny_llama
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from sotopia_pi_lib.llm.engine import prepare
 from sotopia_pi_lib.llm.engine.cpu_linear import PackedLinear, can_pack, pack_linears
@@ -16,20 +16,11 @@ from sotopia_pi_lib.llm.hf_load import HFOptions, load
 DTYPES = [d for d in (torch.float32, torch.bfloat16) if can_pack(d)]
 
 
-def tiny(dtype: torch.dtype) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, attention_bias=True,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).to(dtype).eval()
-
-
 @pytest.mark.skipif(not DTYPES, reason="this torch has no oneDNN")
 @pytest.mark.parametrize("dtype", DTYPES)
 @torch.inference_mode()
 def test_packed_model_gives_the_plain_models_logits(dtype: torch.dtype) -> None:
-    net = tiny(dtype)
+    net = tiny_llama(dtype, attention_bias=True)
     ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(1))
     before = net(input_ids=ids).logits
     linears = sum(type(m) is nn.Linear for m in net.modules())

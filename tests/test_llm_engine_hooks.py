@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 from test_llm_hf import ACTION_SCHEMA, action  # tests/ is on sys.path (no package)
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import tiny_llama
 
 from sotopia_pi_lib.llm import engine
 from sotopia_pi_lib.llm.engine import EngineSettings, EngineUnavailable, hooks
@@ -21,15 +20,6 @@ from sotopia_pi_lib.llm.types import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = EngineSettings(stop_ids=(0,), pad_id=0)
-
-
-def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
 
 
 def test_the_tested_versions_are_the_pinned_ones_and_every_hook_is_present() -> None:
@@ -50,30 +40,30 @@ def test_versions_outside_the_tested_series_are_refused(monkeypatch: pytest.Monk
     problem = hooks.version_problem()
     assert problem and "transformers 5.25.0" in problem and "5.24.x" in problem
     with pytest.raises(EngineUnavailable, match="transformers 5.25.0") as caught:
-        engine.start(tiny(), lambda: None, SETTINGS)  # type: ignore[arg-type]
+        engine.start(tiny_llama(), lambda: None, SETTINGS)  # type: ignore[arg-type]
     assert not caught.value.modified  # refused before touching the model
-    assert isinstance(engine.start(tiny(), lambda: None, EngineSettings((0,), 0, ignore_versions=True)), Engine)
+    assert isinstance(engine.start(tiny_llama(), lambda: None, EngineSettings((0,), 0, ignore_versions=True)), Engine)
 
 
 def test_a_missing_hook_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     gone = hooks.Hook("transformers.cache_utils.Gone", "batch_kv.py", "test", lambda: False)
     monkeypatch.setattr(hooks, "HOOKS", (*hooks.HOOKS, gone))
     with pytest.raises(EngineUnavailable, match=r"private hook transformers.cache_utils.Gone \(batch_kv.py\)"):
-        engine.start(tiny(), lambda: None, SETTINGS)  # type: ignore[arg-type]
+        engine.start(tiny_llama(), lambda: None, SETTINGS)  # type: ignore[arg-type]
 
 
 def test_the_self_check_passes_on_a_sound_model_and_catches_a_broken_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(engine.start(tiny(), lambda: None, SETTINGS), Engine)  # type: ignore[arg-type]
+    assert isinstance(engine.start(tiny_llama(), lambda: None, SETTINGS), Engine)  # type: ignore[arg-type]
     # as if a transformers release counted positions from another origin
     positions = BatchKV.positions
     monkeypatch.setattr(BatchKV, "positions", lambda self, counts=None: positions(self, counts) + 1)
     with pytest.raises(EngineUnavailable, match="self-check failed") as caught:
-        engine.start(tiny(), lambda: None, SETTINGS)  # type: ignore[arg-type]
+        engine.start(tiny_llama(), lambda: None, SETTINGS)  # type: ignore[arg-type]
     assert caught.value.modified
     # as if the cache protocol changed: the check raising is a refusal too
     monkeypatch.setattr(BatchKV, "write", lambda *a, **k: (_ for _ in ()).throw(TypeError("new signature")))
     with pytest.raises(EngineUnavailable, match="self-check raised TypeError: new signature"):
-        engine.start(tiny(), lambda: None, SETTINGS)  # type: ignore[arg-type]
+        engine.start(tiny_llama(), lambda: None, SETTINGS)  # type: ignore[arg-type]
 
 
 @pytest.mark.model

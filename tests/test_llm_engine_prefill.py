@@ -5,44 +5,31 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from tiny_llama import nan_buffers, plain_forward, tiny_llama  # tests/ is on sys.path (no package)
+from transformers import LlamaForCausalLM
 
-from sotopia_pi_lib.llm.engine import kvcache
 from sotopia_pi_lib.llm.engine.kvcache import BLOCK
 from sotopia_pi_lib.llm.engine.prefill import PrefillItem, plan_groups, prefill_group, split_shared
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
-
-
-@torch.inference_mode()
-def full(net: LlamaForCausalLM, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    cache = DynamicCache()
-    out = net(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
-    kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
-    return out.logits[0, -1], kv
+    return tiny_llama()
 
 
 def test_group_prefill_equals_each_prompt_alone(tiny: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows with different cached prefixes (none, short, long) and different new lengths. The group's
     buffer starts as NaN: a row's hole before its prefix is masked yet meets V with weight 0."""
-    monkeypatch.setattr(kvcache, "uninitialised", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
+    nan_buffers(monkeypatch)
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (7, 20, 33, 12)]
     reused = [0, 5, 30, 11]
     items = [
-        PrefillItem(p, r, full(tiny, p[:r])[1] if r else None) for p, r in zip(prompts, reused, strict=True)
+        PrefillItem(p, r, plain_forward(tiny, p[:r])[1] if r else None) for p, r in zip(prompts, reused, strict=True)
     ]
     logits, kvs = prefill_group(tiny, items, pad_id=0)
     for i, p in enumerate(prompts):
-        expected_logits, expected_kv = full(tiny, p)
+        expected_logits, expected_kv = plain_forward(tiny, p)
         torch.testing.assert_close(logits[i], expected_logits, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(kvs[i], expected_kv, atol=1e-5, rtol=1e-4)
         assert torch.isfinite(kvs[i]).all()

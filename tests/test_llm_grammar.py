@@ -12,18 +12,9 @@ import torch
 
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.grammar import BatchMasker, GrammarBook
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
-ACTION = {
-    "type": "object",
-    "properties": {
-        "action_type": {
-            "type": "string",
-            "enum": ["none", "speak", "non-verbal communication", "action", "leave"],
-        },
-        "argument": {"type": "string"},
-    },
-    "required": ["action_type", "argument"],
-}
+ACTION = action_schema(ACTION_TYPES)
 SCORE = {
     "type": "object",
     "properties": {
@@ -50,7 +41,7 @@ def book(embedded_model_dir: Path) -> GrammarBook:
 
 
 def test_compiled_schemas_are_cached_by_content(book: GrammarBook) -> None:
-    reordered = {"required": ACTION["required"], "properties": ACTION["properties"], "type": "object"}
+    reordered = dict(reversed(ACTION.items()))
     assert book.compile(ACTION) is book.compile(reordered)
 
 

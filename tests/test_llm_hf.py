@@ -16,18 +16,9 @@ from sotopia_pi_lib.llm.engine.cpu_linear import PackedLinear, can_pack
 from sotopia_pi_lib.llm.hf import HFModel
 from sotopia_pi_lib.llm.hf_load import cpu_has_native_bf16
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
-ACTION_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_type": {
-            "type": "string",
-            "enum": ["none", "speak", "non-verbal communication", "action", "leave"],
-        },
-        "argument": {"type": "string"},
-    },
-    "required": ["action_type", "argument"],
-}
+ACTION_SCHEMA = action_schema(ACTION_TYPES)
 NAMES = ["Alice", "Bob", "Mia", "Omar", "Lena", "Tariq", "Sofia", "Ken"]
 PLACES = ["a bakery", "a train station", "a job interview", "a family dinner"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sotopia_pi_lib.errors import BackendError, ConfigError
-from sotopia_pi_lib.llm.base import LLM
+from sotopia_pi_lib.llm.base import LLM, WrappedLLM
 from sotopia_pi_lib.llm.cache import ResponseCache
 from sotopia_pi_lib.llm.registry import CachedLLM, backend_class, build_llm, check_spec, parse_spec
 from sotopia_pi_lib.llm.types import LLMRequest, LLMResponse, Message, ModelSpec, SamplingParams
@@ -128,14 +128,12 @@ def test_openai_key_never_reaches_the_cache(tmp_path, monkeypatch):
 # -- a real model behind the cache ----------------------------------------------------------------
 
 
-class Counting(LLM):
+class Counting(WrappedLLM):
     """Delegates to a real model and records what reaches it."""
 
     def __init__(self, inner: LLM) -> None:
-        self.inner, self.spec, self.calls = inner, inner.spec, []
-
-    def identity(self):
-        return self.inner.identity()
+        super().__init__(inner)
+        self.calls: list = []
 
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         self.calls.append(list(requests))

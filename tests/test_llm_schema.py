@@ -8,16 +8,9 @@ import pytest
 
 from sotopia_pi_lib.errors import ConfigError
 from sotopia_pi_lib.llm.schema import canonical_schema, check_schema, parse_json_output, validation_error
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
-ACTION = {
-    "type": "object",
-    "properties": {
-        "action_type": {"enum": ["none", "speak", "non-verbal communication", "action", "leave"]},
-        "argument": {"type": "string", "maxLength": 500},
-    },
-    "required": ["action_type", "argument"],
-    "additionalProperties": False,
-}
+ACTION = action_schema(ACTION_TYPES, max_argument_chars=500)
 RATING = {
     "$defs": {"score": {"type": "object", "properties": {"reasoning": {"type": "string"},
                                                         "score": {"type": "integer", "minimum": 0, "maximum": 10}},
@@ -110,3 +103,15 @@ def test_a_raw_control_character_in_a_string_still_parses():
     the reply is kept, not failed."""
     text = '{"action_type": "speak", "argument": "hi\x01 there"}'
     assert parse_json_output(text, ACTION) == ({"action_type": "speak", "argument": "hi\x01 there"}, None)
+
+
+def test_surrounding_text_is_read_past_only_when_asked():
+    """Grammar-decoded output must be the JSON alone; a prompted model's reply may wrap it in prose."""
+    text = 'Sure! Here is my move:\n```json\n{"action_type": "leave", "argument": ""}\n```'
+    parsed, error = parse_json_output(text, ACTION)
+    assert parsed is None and error.startswith("output is not JSON")
+    assert parse_json_output(text, ACTION, surrounding_text=True) == ({"action_type": "leave", "argument": ""}, None)
+    assert parse_json_output("no JSON here", ACTION, surrounding_text=True)[1].startswith("output is not JSON")
+    assert parse_json_output('I say {"action_type": "shout", "argument": "x"}', ACTION, surrounding_text=True)[
+        1
+    ].startswith("output at action_type:")

@@ -17,8 +17,8 @@ from official_support import EVALUATOR_ASKS, HUMAN_EVAL, Scripted, evaluation_js
 
 from sotopia_pi_lib.config import load_config
 from sotopia_pi_lib.data import load_sotopia
-from sotopia_pi_lib.judge.evaluate import judge_episodes, rating_version
 from sotopia_pi_lib.judge.official import evaluation_schema_from, official_rubric_version, rate_official
+from sotopia_pi_lib.judge.rate import judge_episodes, rating_version
 from sotopia_pi_lib.llm.registry import build_llm
 from sotopia_pi_lib.llm.schema import check_schema
 from sotopia_pi_lib.llm.server import create_app

@@ -81,3 +81,40 @@ def test_released_episodes_are_judged_into_the_run_and_tabulated(sotopia, tmp_pa
     table = stages.released_judging_table(episodes, ratings)
     assert table.loc["mistral-7b", "episodes"] == 1 and table.loc["mistral-7b", "judge_goal_tested"] == 0
     assert table.loc["mistral-7b", "ends_with_leave"] == int(episodes[0].end_reason == "leave")
+
+
+def _ctx(stage: str, tmp_path, **collect):
+    from types import SimpleNamespace
+
+    from sotopia_pi_lib.config import load_config
+    from sotopia_pi_lib.pipeline.context import resolve_params
+    from sotopia_pi_lib.store.run import RunPaths
+
+    cfg = load_config(resolve_params("params/ci.yaml"))
+    cfg = cfg.model_copy(update={"collect": cfg.collect.model_copy(update=collect)})
+    return SimpleNamespace(stage=stage, cfg=cfg, paths=RunPaths(tmp_path))
+
+
+def test_stage_outputs_follow_the_params(tmp_path):
+    names = lambda ctx: [p.relative_to(tmp_path).as_posix() for p in stages.stage_outputs(ctx)]  # noqa: E731
+    assert names(_ctx("02_collect", tmp_path, sources=("bc", "sr"))) == [
+        "02_collect/bc_round1.episodes.jsonl", "02_collect/bc_round1.ratings.jsonl",
+        "02_collect/sr_round1.episodes.jsonl", "02_collect/sr_round1.ratings.jsonl"]  # fmt: skip
+    assert names(_ctx("04_train", tmp_path, sources=("bc", "sr"), bc_sr=True)) == [
+        "04_train/bc/adapter", "04_train/sr/adapter", "04_train/bc_sr/adapter",
+        "02_collect/bc_sr_round2.episodes.jsonl", "02_collect/bc_sr_round2.ratings.jsonl",
+        "03_filter/bc_sr_round2.sft.jsonl"]  # fmt: skip
+    assert names(_ctx("04_train", tmp_path, sources=("sr",), bc_sr=False)) == ["04_train/sr/adapter"]
+    (tmp_path / "05_evaluate").mkdir()
+    for name in ("b.jsonl", "a.jsonl", "notes.txt"):
+        (tmp_path / "05_evaluate" / name).write_text("")
+    assert names(_ctx("05_evaluate", tmp_path)) == ["05_evaluate/a.jsonl", "05_evaluate/b.jsonl"]
+    assert names(_ctx("06_analysis", tmp_path)) == [
+        "06_analysis/summary.md", "06_analysis/figures", "06_analysis/released_human_eval.csv",
+        "06_analysis/judge_vs_human.csv", "06_analysis/released_human_agreement.csv",
+        "06_analysis/judge_goal_gap.csv"]  # fmt: skip
+
+
+def test_bc_sr_training_is_skipped_when_the_params_turn_it_off(tmp_path):
+    assert stages.train_bc_sr(_ctx("04_train", tmp_path, bc_sr=False)) == {}
+    assert stages.mmlu_table({}) == "MMLU disabled in params"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sotopia_pi_lib.pi.tasks import RejectedTask
 from sotopia_pi_lib.redact import register_secret_env, scrub, scrub_text
-from sotopia_pi_lib.sim.store import EpisodeFailure, EpisodeStore
+from sotopia_pi_lib.sim.episode_store import EpisodeFailure, EpisodeStore
 
 
 def test_every_form_of_secret_is_masked(monkeypatch):

@@ -25,19 +25,11 @@ from sotopia_pi_lib.llm.server import BackgroundServer, FaultPlan, create_app, i
 from sotopia_pi_lib.llm.types import LLMRequest, Message, ModelSpec, SamplingParams
 from sotopia_pi_lib.llm.usage import MeteredLLM
 from sotopia_pi_lib.serve import main, parse_model_spec, parse_served_models
+from sotopia_pi_lib.sim import ACTION_TYPES, action_schema
 
 pytestmark = pytest.mark.model
 KEY = "sk-local-9d41c07be2a35f68-SECRET"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_type": {"enum": ["none", "speak", "non-verbal communication", "action", "leave"]},
-        "argument": {"type": "string", "maxLength": 60},
-    },
-    "required": ["action_type", "argument"],
-    "additionalProperties": False,
-}
-ACTIONS = SCHEMA["properties"]["action_type"]["enum"]
+SCHEMA = action_schema(ACTION_TYPES, max_argument_chars=60)
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
 PROMPTS = [
     "You meet your neighbour Bob in the hallway. What do you do?",
@@ -133,7 +125,7 @@ def test_concurrent_requests_are_batched_into_one_generate_call(
         LLMRequest(messages=messages(p), json_schema=SCHEMA, sampling=GREEDY) for p in PROMPTS[:2] * 2
     ]
     responses = remote.generate(requests)
-    assert all(r.ok and r.parsed["action_type"] in ACTIONS for r in responses)
+    assert all(r.ok and r.parsed["action_type"] in ACTION_TYPES for r in responses)
     sizes = batcher.batch_sizes[before:]
     assert sum(sizes) == len(requests) and max(sizes) > 1  # 4 requests in fewer than 4 generate calls
     assert responses[0].parsed == responses[2].parsed  # same prompt, greedy: same answer in any batch

@@ -306,11 +306,12 @@ def load_run_human_eval(paths: RunPaths, *, rubric_version: str | None = None, s
     return with_judges(base, ev, read_ratings(paths.released_ratings, rubric_version), seed=seed)
 
 
+RELEASED_CSVS = ("released_human_eval", "judge_vs_human", "released_human_agreement", "judge_goal_gap")
+
+
 def write_human_eval_csvs(tables: HumanEvalTables, out_dir: Path) -> list[Path]:
     """`released_human_eval.csv` (HUMAN_CSV_COLUMNS) and `judge_vs_human.csv` (JUDGE_CSV_COLUMNS), plus the annotator
-    agreement and the per-model judge gaps as `released_human_agreement.csv`, `judge_goal_gap.csv`."""
-    out = []
-    for name, df in (("released_human_eval", tables.means), ("judge_vs_human", tables.judge_vs_human),
-                     ("released_human_agreement", tables.agreement), ("judge_goal_gap", tables.judge_gap)):
-        out.append(atomic_write_text(Path(out_dir) / f"{name}.csv", df.to_csv(index=False)))
-    return out
+    agreement and the per-model judge gaps as `released_human_agreement.csv`, `judge_goal_gap.csv` (RELEASED_CSVS)."""
+    frames = (tables.means, tables.judge_vs_human, tables.agreement, tables.judge_gap)
+    return [atomic_write_text(Path(out_dir) / f"{name}.csv", df.to_csv(index=False))
+            for name, df in zip(RELEASED_CSVS, frames, strict=True)]

@@ -51,7 +51,7 @@ MMLU_COLUMNS = ["model", "index", "subject", "category", "k_shot", "answer", "pr
                 "error"]
 LOSS_COLUMNS = ["adapter", "step", "epoch", "loss", "learning_rate"]
 # The file names of pi.train_record (LOSS_JSON, LOSS_CSV; a test checks they agree), repeated here
-# because importing pi.train_record imports trl and torch, ~5-15 s that figure regeneration need not pay.
+# because importing pi.train_record imports trl and torch, seconds that figure regeneration need not pay.
 LOSS_JSON, LOSS_CSV = "loss_curve.json", "loss_curve.csv"
 TRAINING_COLUMNS = ["source", "round", "episode_id", "agent", "goal", "overall", "kept"]
 _COLLECTED = re.compile(r"^(?P<source>.+)_round(?P<round>\d+)\.episodes\.jsonl$")
@@ -113,7 +113,7 @@ def read_ratings(path: Path, rubric_version: str | None = None) -> list[EpisodeR
 
 
 def failures_path(episodes: Path) -> Path:
-    """The episode store's side file of abandoned episodes (sim.store.EpisodeStore)."""
+    """The episode store's side file of abandoned episodes (sim.episode_store.EpisodeStore)."""
     return episodes.with_name(episodes.stem + ".failures.jsonl")
 
 

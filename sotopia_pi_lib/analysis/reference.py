@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from ..data.fetch import verified_path
 from ..errors import DataError
 from ..paths import shared_data_dir
+from ..strict import StrictModel
 from .agreement import DIMENSION_RANGES
 
 if TYPE_CHECKING:  # only a type here; importing load would pull in the run readers
@@ -50,11 +51,7 @@ PUBLISHED_COLUMNS = ["model", "task_set", "metric", "value", "label"]
 _GPT4 = re.compile(r"openai:gpt-4(-0314|-0613)?")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HardGoalBlock(_Strict):
+class HardGoalBlock(StrictModel):
     source: str
     task_set: str
     gpt4_rated_goal: dict[str, float]
@@ -63,19 +60,19 @@ class HardGoalBlock(_Strict):
     note: str = ""
 
 
-class AllGoalBlock(_Strict):
+class AllGoalBlock(StrictModel):
     source: str
     task_set: str
     goal: dict[str, float]
 
 
-class DimensionsBlock(_Strict):
+class DimensionsBlock(StrictModel):
     source: str
     dimensions: dict[str, tuple[int, int]]
     overall: str
 
 
-class SotopiaPiReference(_Strict):
+class SotopiaPiReference(StrictModel):
     about: str
     hard_goal_vs_gpt35_partner: HardGoalBlock
     sotopia_all_vs_gpt35_partner: AllGoalBlock

@@ -1,7 +1,7 @@
 """Turn the pinned SmolLM2-135M-Instruct GGUF into a normal Hugging Face model folder, once.
 
-De-quantising the GGUF takes ~20 s; loading the saved safetensors takes well under a second, so
-every later load (tests, notebooks, the server) uses the saved folder. The folder is built under a
+De-quantising the GGUF is slow next to loading saved safetensors (bench/data_load.py times the
+load of the saved folder), so every later load (tests, notebooks, the server) uses the saved folder. The folder is built under a
 temporary name and renamed when complete, with a marker recording the wheel's checksum, so an
 interrupted build is detected and redone.
 """

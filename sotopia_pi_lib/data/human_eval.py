@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError, model_validator
 
 from ..errors import DataError
 from ..store.jsonl import read_jsonl
+from ..strict import StrictModel
 from .fetch import verified_path
 from .sources import EPISODE_MODELS, HUMAN_EVAL_CSVS, HUMAN_EVAL_DIR
 
@@ -54,11 +55,7 @@ SCORE_COLUMNS: tuple[str, ...] = tuple(
 )
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class EpisodeModels(_Frozen):
+class EpisodeModels(StrictModel):
     """Which model played each side of one released episode (`models` = [evaluator, agent 1, agent 2])."""
 
     pk: str
@@ -75,7 +72,7 @@ class EpisodeModels(_Frozen):
         return sides or (0, 1)
 
 
-class Character(_Frozen):
+class Character(StrictModel):
     """A character as the annotation app showed it (parsed from SOTOPIA's rendering by the app)."""
 
     name: str
@@ -87,14 +84,14 @@ class Character(_Frozen):
     secrets: str
 
 
-class TranscriptLine(_Frozen):
+class TranscriptLine(StrictModel):
     """One line of the transcript the annotators read: the app's speaker and its text, as released."""
 
     speaker: str
     dialogue: str
 
 
-class AnnotatorView(_Frozen):
+class AnnotatorView(StrictModel):
     """The `data` cell: what the annotators saw. Everything but the scenario is absent for the three
     episodes whose released `data` holds only the scenario."""
 
@@ -129,12 +126,12 @@ class AnnotatorView(_Frozen):
         return self.parsed_conversation is not None
 
 
-class HumanScore(_Frozen):
+class HumanScore(StrictModel):
     score: int
     reasoning: str
 
 
-class ReleasedRating(_Frozen):
+class ReleasedRating(StrictModel):
     """One annotator's rating of both agents of one episode: one row of a released CSV."""
 
     model: str  # the released model label (mistral-7b, sr, bc, bc+sr, gpt-4, gpt-3.5)
@@ -151,7 +148,7 @@ class ReleasedRating(_Frozen):
         return f"{self.file}, line {self.line}"
 
 
-class Gpt4Scores(_Frozen):
+class Gpt4Scores(StrictModel):
     """GPT-4's released SOTOPIA-EVAL scores of one episode (agent 1, agent 2)."""
 
     pk: str

@@ -10,25 +10,41 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.profiles import EnvAgentCombo
 from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
-from ..judge.evaluate import judge_into_stores, judge_temperature, plan_ratings
+from ..judge.rate import JudgeConfig, judge_into_stores, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
-from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..llm.types import ModelSpec
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import RoutedStore
 from ..sim.pairing import setup_for_combo
 from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
-from ..sim.store import RoutedStore
+from ..strict import StrictModel
 from .safety import safety_combos
 
 TASK_SETS = ("sotopia_all", "sotopia_hard", "safety")
+EvalModel = Literal["base", "sr", "bc", "bc_sr", "expert"]
+
+
+class EvaluateConfig(StrictModel):
+    """Benchmark runs (the `evaluate` block of a params file): each model against the partner, in both
+    agent positions."""
+
+    models: tuple[EvalModel, ...] = ("base", "sr", "bc", "bc_sr", "expert")
+    task_sets: dict[Literal["sotopia_all", "sotopia_hard"], int | None] = Field(
+        default_factory=lambda: {"sotopia_all": None, "sotopia_hard": None},
+        description="task set -> number of combos (a fixed, seeded subset), None = all")
+    both_positions: bool = True
+    safety: bool = True
+    safety_combos: int | None = Field(None, ge=1, description="subset of the 35 safety combos")
+    seed: int = 0
 
 
 def select_combos(data: SotopiaData, task_set: str, n: int | None, seed: int) -> list[EnvAgentCombo]:
@@ -86,14 +102,13 @@ def run_benchmarks(
     data: SotopiaData,
     *,
     sim: RunConfig,
+    judging: JudgeConfig,
+    evaluate: EvaluateConfig,
     reformatter: LLM | None = None,
-    both_positions: bool = True,
-    judge_samples: int = 1,
-    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
-    seed: int = 0,
 ) -> tuple[list[BenchmarkRun], RunSummary]:
     """Play every plan against the partner in ONE batched run (one backend batch per model per step),
     each (model, task set) into its own files, then judge every new episode in one batch. Resumable.
+    Of `evaluate`, the positions and the seed apply (the plans already hold the models and combos).
     `reformatter` rewrites unparseable output in the sotopia style (sim.official)."""
     partner_key = model_key("partner", partner)
     models: dict[str, LLM] = {partner_key: partner}
@@ -101,7 +116,7 @@ def run_benchmarks(
     for p in plans:
         key = keys.setdefault(p.name, model_key(p.name, p.llm))
         models[key] = p.llm
-        specs += eval_specs(p.combos, data, key, partner_key, p.task_set, both_positions, seed)
+        specs += eval_specs(p.combos, data, key, partner_key, p.task_set, evaluate.both_positions, evaluate.seed)
         files[(p.name, p.task_set)] = p.episodes_path
     store = RoutedStore(files, ("eval_model", "task_set"))
     wanted: dict[tuple[str, ...], set[str]] = {key: set() for key in files}
@@ -115,12 +130,12 @@ def run_benchmarks(
         ids = wanted[(p.name, p.task_set)]
         groups.append(([r for r in store.stores[(p.name, p.task_set)].records() if r.episode_id in ids],
                        RatingStore(p.ratings_path)))
-    temperature = judge_temperature(judge_samples, None)
-    rated = judge_into_stores(groups, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
-                              reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    temperature = judging.sampling_temperature
+    rated = judge_into_stores(groups, judge, agents=data.agents, samples=judging.samples, temperature=temperature,
+                              reasoning_max_chars=judging.reasoning_max_chars, reformatter=reformatter)
     for eps, ratings_store in groups:
-        planned = plan_ratings(eps, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
-                               reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+        planned = plan_ratings(eps, judge, agents=data.agents, samples=judging.samples, temperature=temperature,
+                               reasoning_max_chars=judging.reasoning_max_chars, reformatter=reformatter)
         ratings_store.retain({p.key for p in planned})
     runs = [BenchmarkRun(model=p.name, task_set=p.task_set, episodes=g[0], ratings=r)
             for p, g, r in zip(plans, groups, rated, strict=True)]

@@ -17,9 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..judge.evaluate import judge_episodes
+from ..judge.rate import JudgeConfig, judge_episodes
 from ..judge.ratings import EpisodeRating, RatingStore
-from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..sim.episode import EpisodeRecord
 
@@ -76,11 +75,12 @@ def judge_released(
     episodes: Sequence[EpisodeRecord],
     judge: LLM,
     store_path: Path,
+    judging: JudgeConfig,
     *,
-    samples: int = 1,
-    reasoning_max_chars: int = REASONING_MAX_CHARS,
     progress: bool = True,
 ) -> list[EpisodeRating]:
-    """Rate the released episodes with the study's judge into their own rating store (resumable)."""
-    return judge_episodes(episodes, judge, samples=samples, store=RatingStore(store_path), progress=progress,
-                          reasoning_max_chars=reasoning_max_chars)
+    """Rate the released episodes with the study's judge, as `judging` says, into their own rating store
+    (resumable)."""
+    return judge_episodes(episodes, judge, samples=judging.samples, temperature=judging.temperature,
+                          store=RatingStore(store_path), progress=progress,
+                          reasoning_max_chars=judging.reasoning_max_chars)

@@ -4,8 +4,8 @@ Ratings are separate append-only records keyed by episode_id (see `ratings`), so
 rewritten and several judges or samples can rate the same episode.
 """
 
-from .evaluate import RatingSummary, judge_episodes, judge_temperature, summarize_samples
 from .prompt import judge_request, render_judge_messages, rubric_fingerprint
+from .rate import RatingSummary, judge_episodes, judge_temperature, summarize_samples
 from .ratings import (
     AgentRating,
     DimensionRating,

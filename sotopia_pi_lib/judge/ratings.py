@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..errors import DataError
 from ..redact import scrub_text
 from ..sim.episode import EpisodeRecord
-from ..store.jsonl import append_jsonl, iter_jsonl, repair_torn_tail, retain_jsonl
+from ..store.records import RecordFile
 from .rubric import BY_NAME, DIMENSION_NAMES, check_scores, overall_score
 from .schema import AGENT_KEYS
 
@@ -143,63 +143,12 @@ def parse_judgement(obj: Any, where: str) -> tuple[AgentRating, AgentRating]:
     return out[0], out[1]
 
 
-class RatingStore:
-    """Append-only ratings JSONL. A re-run skips keys already present; duplicates on read are dropped."""
+class RatingStore(RecordFile[EpisodeRating, RatingFailure]):
+    """Append-only ratings JSONL keyed by RatingKey, failures beside it. A re-run skips keys already
+    present (`extend`); duplicates on read are dropped."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.failures_path = self.path.with_name(self.path.stem + ".failures.jsonl")
-        self._repaired = False
-
-    def _ensure_repaired(self) -> None:
-        if not self._repaired:
-            repair_torn_tail(self.path)
-            repair_torn_tail(self.failures_path)
-            self._repaired = True
-
-    def append_failures(self, failures: Iterable[RatingFailure]) -> None:
-        self._ensure_repaired()
-        for failure in failures:
-            append_jsonl(self.failures_path, failure)
-
-    def failures(self) -> list[RatingFailure]:
-        """Every failed judgement on record (a later run may have succeeded: compare with keys())."""
-        self._ensure_repaired()
-        return [f for _, f in iter_jsonl(self.failures_path, RatingFailure)]
-
-    def read(self) -> list[EpisodeRating]:
-        self._ensure_repaired()
-        seen: set[RatingKey] = set()
-        out = []
-        for lineno, rating in iter_jsonl(self.path, EpisodeRating):
-            if rating.key in seen:
-                log.warning("%s:%d: duplicate rating %s ignored", self.path, lineno, tuple(rating.key))
-                continue
-            seen.add(rating.key)
-            out.append(rating)
-        return out
-
-    def keys(self) -> set[RatingKey]:
-        return {r.key for r in self.read()}
-
-    def retain(self, keys: set[RatingKey]) -> int:
-        """Keep only ratings with these keys; the rest (other judges or settings) move to `superseded/`.
-        Returns how many moved."""
-        self._ensure_repaired()
-        retain_jsonl(self.failures_path, RatingFailure, lambda f: f.key in keys)
-        return retain_jsonl(self.path, EpisodeRating, lambda r: r.key in keys)
-
-    def append(self, ratings: Iterable[EpisodeRating]) -> int:
-        """Append ratings whose key is not stored yet; returns how many were written."""
-        done = self.keys()
-        written = 0
-        for rating in ratings:
-            if rating.key in done:
-                continue
-            append_jsonl(self.path, rating)
-            done.add(rating.key)
-            written += 1
-        return written
+        super().__init__(path, EpisodeRating, RatingFailure, key=lambda r: r.key, what="rating")
 
 
 @dataclass
@@ -268,11 +217,11 @@ def read_rated_episodes(
     rubric_version: str | None = None,
 ) -> RatedEpisodes:
     """Read a run's episode file and ratings file and join them (see join_ratings)."""
-    from ..sim.store import EpisodeStore
+    from ..sim.episode_store import EpisodeStore
 
     episodes = EpisodeStore(episodes_path).records()
     if not Path(ratings_path).exists():
         raise DataError(f"{ratings_path}: no ratings file; run the judge on {episodes_path} first")
     return join_ratings(
-        episodes, RatingStore(ratings_path).read(), strict=strict, rubric_version=rubric_version
+        episodes, RatingStore(ratings_path).records(), strict=strict, rubric_version=rubric_version
     )

@@ -55,3 +55,29 @@ class LLM(ABC):
 
     def close(self) -> None:  # noqa: B027 -- optional hook, most backends hold nothing to release
         """Release resources (threads, GPU memory, HTTP clients)."""
+
+
+class WrappedLLM(LLM):
+    """A layer in front of another model (the response cache, per-role accounting, a test's probe). It
+    is the same model, so it has the inner one's spec and identity (and so its cache keys); everything
+    passes through unless a subclass adds to it. `generate_chained` keeps the rounds of LLM's default,
+    which go through this layer's `generate`; a layer that can pass chains on whole overrides it."""
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner = inner
+
+    @property
+    def spec(self) -> ModelSpec:  # type: ignore[override]
+        return self.inner.spec
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
+        return self.inner.generate(requests, progress=progress)
+
+    def choice_logprobs(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[dict[str, float]]:
+        return self.inner.choice_logprobs(prompts, choices)
+
+    def close(self) -> None:
+        self.inner.close()

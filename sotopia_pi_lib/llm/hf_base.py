@@ -308,8 +308,9 @@ class HFBase:
             ids = choice_token_ids(loaded.tokenizer, choices)
             prompt_ids = [loaded.tokenizer(p)["input_ids"] if isinstance(p, str) else self.prompt_ids(p)
                           for p in prompts]
-            # Small forwards: on the CPU one forward of 32 padded rows (~8k tokens) took 3.5x longer than
-            # the same prompts in forwards of <= 4,096 tokens (MMLU, 57 prompts: 52 s vs 15 s).
+            # Small forwards (LOGPROB_ROWS, LOGPROB_TOKENS): on a CPU one forward over many padded rows
+            # is slower than the same prompts in several smaller ones, since padding is computed like
+            # real tokens and attention grows with the padded width.
             with loaded.active(adapter):
                 rows = next_token_logprobs(
                     loaded.net, prompt_ids, ids, loaded.tokenizer.pad_token_id or 0,

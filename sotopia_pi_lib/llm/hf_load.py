@@ -135,6 +135,20 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
+def nf4_config(compute_dtype: Any) -> Any:
+    """The 4-bit quantization of QLoRA (Dettmers et al. 2023) as the paper trains with it: NF4 with double
+    quantization, computing in `compute_dtype`. Training and serving load a base the same way, so an
+    adapter trained on the 4-bit base is served on the weights it was trained against."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
 def load(model: str, adapters: Mapping[str, str], opt: HFOptions) -> Loaded:
     """The model with every adapter (name -> folder) loaded beside each other on the one base."""
     import torch
@@ -144,14 +158,7 @@ def load(model: str, adapters: Mapping[str, str], opt: HFOptions) -> Loaded:
     dtype = pick_dtype(opt, device)
     kwargs: dict[str, Any] = {"dtype": dtype, "config": plain_config(model)}
     if opt.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
+        kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": device}
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)

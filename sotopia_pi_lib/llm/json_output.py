@@ -2,7 +2,8 @@
 
 Replies are validated even from constrained decoders: a reply cut off by max_tokens, or a server that
 ignores response_format, must be caught before anything downstream trusts it. Schema rules live in
-schema.py (shared with the hf backend); this adds the lenient parsing a prompted model needs.
+schema.py (shared with the hf backend), and so does the parser (`schema.parse_json_output`, whose
+`surrounding_text=True` form these backends use); this adds the seeds, prompts and repair turns.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, Literal
 
-import jsonschema
-
 from ..errors import ConfigError
-from .schema import canonical_schema, check_schema
+from .schema import check_schema
 from .types import LLMRequest
 
 StructuredMode = Literal["json_schema", "json_object", "prompt"]
@@ -39,35 +37,6 @@ def check_schemas(requests: Sequence[LLMRequest]) -> None:
                 check_schema(request.json_schema)
             except ConfigError as exc:
                 raise ConfigError(f"request {i}: {exc}") from None
-
-
-def extract_json(text: str) -> Any:
-    """The first JSON value in a reply, tolerating prose or code fences around it."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-        if not starts:
-            raise
-        return json.JSONDecoder().raw_decode(text[min(starts) :])[0]
-
-
-def parse_structured(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """(parsed object, None) when the text holds JSON valid under the schema, else (None, problem)."""
-    try:
-        obj = extract_json(text)
-    except json.JSONDecodeError as exc:
-        return None, f"output is not JSON ({exc.msg} at char {exc.pos})"
-    error = next(iter(_validator(canonical_schema(schema)).iter_errors(obj)), None)
-    if error is None:
-        return obj, None
-    where = "/".join(str(p) for p in error.absolute_path) or "<root>"
-    return None, f"output at {where}: {error.message}"
-
-
-@lru_cache(maxsize=256)
-def _validator(canonical: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(canonical))
 
 
 def schema_instruction(schema: dict[str, Any]) -> str:

@@ -37,11 +37,11 @@ from .json_output import (
     StructuredMode,
     check_schemas,
     derive_seed,
-    parse_structured,
     repair_turns,
     structured_prompt,
 )
 from .pricing import UsageSummary, find_price, price_table
+from .schema import parse_json_output
 from .types import LLMRequest, LLMResponse, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,7 @@ class OpenAIModel(LLM):
             )
             if request.json_schema is None:
                 return result.model_copy(update={"latency_s": time.perf_counter() - start})
-            parsed, problem = parse_structured(text, request.json_schema)
+            parsed, problem = parse_json_output(text, request.json_schema, surrounding_text=True)
             if problem is None:
                 return result.model_copy(update={"parsed": parsed, "latency_s": time.perf_counter() - start})
             if attempt < self.options.repair_attempts:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from ..errors import BackendError, ConfigError, SotopiaPiError
 from ..paths import models_dir, project_root
-from .base import LLM, Chain, Prompt, Then
+from .base import LLM, Chain, Prompt, Then, WrappedLLM
 from .cache import ResponseCache, choice_key, default_cache_path, model_hash, request_key
 from .json_output import check_schemas
 from .pool import EnginePool
@@ -41,7 +41,7 @@ _default_caches: dict[Path, ResponseCache] = {}
 _default_lock = threading.Lock()
 
 
-class CachedLLM(LLM):
+class CachedLLM(WrappedLLM):
     """Any LLM behind the response cache (or, with cache=None, behind the schema check only).
 
     A fully cached batch never calls the inner model, and backends load weights on first use, so a
@@ -49,12 +49,9 @@ class CachedLLM(LLM):
     """
 
     def __init__(self, inner: LLM, cache: ResponseCache | None) -> None:
-        self.inner, self.cache = inner, cache
+        super().__init__(inner)
+        self.cache = cache
         self._identity: dict[str, Any] | None = None
-
-    @property
-    def spec(self) -> ModelSpec:  # type: ignore[override]
-        return self.inner.spec
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
@@ -139,9 +136,6 @@ class CachedLLM(LLM):
         self.cache.put_logprobs_many(self.identity(), list(zip(todo, fresh, strict=True)))
         by_key = dict(zip(todo, fresh, strict=True))
         return [hit if hit is not None else by_key[k] for k, hit in zip(keys, found, strict=True)]
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def default_cache() -> ResponseCache:

@@ -4,7 +4,7 @@ Each request owns a torch.Generator seeded from (seed, sample_index) and draws e
 number per token, used to invert its row's CDF. So a request samples the same tokens whether it runs
 alone or among 31 others, up to float noise in the logits (batched matmuls round differently, about
 1e-6 relative; a draw flips only if it lands that close to a CDF step). torch.multinomial would draw
-a whole vocabulary of exponentials per row (15 ms per row here); this costs one cumsum.
+a whole vocabulary of exponentials per row; this costs one cumsum.
 """
 
 from __future__ import annotations

@@ -133,15 +133,33 @@ def validation_error(value: Any, schema: dict[str, Any]) -> str | None:
     return f"output at {where}: {error.message}"
 
 
-def parse_json_output(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
+def parse_json_output(
+    text: str, schema: dict[str, Any], *, surrounding_text: bool = False
+) -> tuple[Any, str | None]:
     """Parse a model's JSON answer and validate it: (parsed or None, error message or None).
+
+    With `surrounding_text=False` the whole reply must be the JSON value: the form for output decoded
+    under a grammar (the hf backend), where anything else means the decoder went wrong. With True the
+    first JSON value in the reply is taken and prose or code fences around it are ignored: the form
+    for replies of remote servers and prompted (unconstrained) models, which often wrap their answer.
 
     Raw control characters inside strings are accepted (strict=False): xgrammar's JSON string rule
     lets a byte token such as <0x01> through, which Python's strict parser rejects; a randomly
     initialised model on a GPU found that (tests/test_cuda.py). Everything else is strict."""
     try:
-        value = json.loads(text, strict=False)
+        value = extract_json(text) if surrounding_text else json.loads(text, strict=False)
     except json.JSONDecodeError as e:
         return None, f"output is not JSON ({e.msg} at char {e.pos})"
     error = validation_error(value, schema)
     return (None, error) if error else (value, None)
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON value in a reply, tolerating prose or code fences around it."""
+    try:
+        return json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+        if not starts:
+            raise
+        return json.JSONDecoder(strict=False).raw_decode(text[min(starts) :])[0]

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import LLM, Chain, Prompt, Then
+from .base import LLM, Chain, Prompt, Then, WrappedLLM
 from .pricing import find_price, price_table
-from .types import LLMRequest, LLMResponse, ModelSpec
+from .types import LLMRequest, LLMResponse
 
 
 class RoleUsage(BaseModel):
@@ -40,23 +40,16 @@ class RoleUsage(BaseModel):
                 f"{self.seconds:.0f} s")
 
 
-class MeteredLLM(LLM):
+class MeteredLLM(WrappedLLM):
     """Wraps a model (usually a CachedLLM) and counts what passes through, for one role."""
 
     def __init__(self, inner: LLM, role: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.usage = RoleUsage(role=role, model=inner.spec.label)
         price = None
         if inner.spec.backend == "openai":
             price = find_price(inner.spec.model, price_table(inner.spec.options.get("prices")))
         self._price = price
-
-    @property
-    def spec(self) -> ModelSpec:  # type: ignore[override]
-        return self.inner.spec
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
 
     def generate(self, requests: Sequence[LLMRequest], *, progress: bool = False) -> list[LLMResponse]:
         t0 = time.perf_counter()
@@ -100,5 +93,3 @@ class MeteredLLM(LLM):
         self.usage.seconds += time.perf_counter() - t0
         return out
 
-    def close(self) -> None:
-        self.inner.close()

@@ -31,7 +31,8 @@ from ..errors import BackendError, ConfigError
 from .base import LLM
 from .chat_template import encode_chat
 from .fingerprint import adapter_hash, hub_weights_hash, is_local_model, tokenizer_hash, weights_hash
-from .json_output import check_schemas, derive_seed, parse_structured
+from .json_output import check_schemas, derive_seed
+from .schema import parse_json_output
 from .types import LLMRequest, LLMResponse, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def to_response(output: Any, request: LLMRequest, latency_s: float) -> LLMRespon
     )
     if request.json_schema is None:
         return response
-    parsed, problem = parse_structured(text, request.json_schema)
+    parsed, problem = parse_json_output(text, request.json_schema, surrounding_text=True)
     if problem is not None:
         return response.model_copy(
             update={"finish_reason": "error", "error": f"{problem} (finish: {finish})"}

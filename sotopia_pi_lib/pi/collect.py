@@ -13,15 +13,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..data.sotopia import SotopiaData
-from ..judge.evaluate import judge_episodes, judge_temperature, plan_ratings
+from ..judge.rate import JudgeConfig, judge_episodes, plan_ratings
 from ..judge.ratings import EpisodeRating, RatingStore
-from ..judge.rubric import REASONING_MAX_CHARS
 from ..llm.base import LLM
 from ..llm.keys import model_key
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import EpisodeStore
 from ..sim.pairing import setup_for_pair
 from ..sim.runner import EpisodeSpec, RunConfig, RunSummary, episode_ids, run_episodes
-from ..sim.store import EpisodeStore
 from .tasks import GeneratedTask
 
 
@@ -58,15 +57,15 @@ def collect(
     episodes_path: Path,
     ratings_path: Path,
     sim: RunConfig,
+    judging: JudgeConfig,
+    seed: int,
     reformatter: LLM | None = None,
-    judge_samples: int = 1,
-    reasoning_max_chars: int | None = REASONING_MAX_CHARS,
-    seed: int = 0,
 ) -> Collection:
-    """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores).
+    """Play and judge self-play episodes of `player` on `tasks` (resumable through both stores): `sim`
+    says how episodes are played, `judging` how they are rated, `seed` (the run's) seeds the episodes.
 
     Episodes and ratings are keyed by everything that shapes them (see `sim.runner.episode_id` and
-    `judge.evaluate.plan_ratings`); those of other settings already in the files move to `superseded/`,
+    `judge.rate.plan_ratings`); those of other settings already in the files move to `superseded/`,
     so the files hold exactly this collection. `reformatter` rewrites unparseable output (sim.runner)."""
     label = model_key(source, player)
     specs = self_play_specs(tasks, data, label, seed, {"source": source, "round": str(round_)})
@@ -76,10 +75,10 @@ def collect(
     result = run_episodes(specs, {label: player}, sim, store, reformatter=reformatter)
     episodes = [r for r in store.records() if r.episode_id in wanted]
     ratings_store = RatingStore(ratings_path)
-    temperature = judge_temperature(judge_samples, None)
-    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
-                             store=ratings_store, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
-    planned = plan_ratings(episodes, judge, agents=data.agents, samples=judge_samples, temperature=temperature,
-                           reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    temperature, samples, cap = judging.sampling_temperature, judging.samples, judging.reasoning_max_chars
+    ratings = judge_episodes(episodes, judge, agents=data.agents, samples=samples, temperature=temperature,
+                             store=ratings_store, reasoning_max_chars=cap, reformatter=reformatter)
+    planned = plan_ratings(episodes, judge, agents=data.agents, samples=samples, temperature=temperature,
+                           reasoning_max_chars=cap, reformatter=reformatter)
     ratings_store.retain({p.key for p in planned})
     return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)

@@ -110,7 +110,7 @@ def _trainer_class():
 
         TRL's fused LM head scores only the completion tokens with a Triton kernel on CUDA/XPU, a gain
         there; elsewhere it projects every position over the whole vocabulary in tiles and adds entropy
-        and accuracy metrics, which measured ~20% slower per step on the CPU than the plain loss.
+        and accuracy metrics, which make a step on the CPU slower than the plain loss does.
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ..strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LoraParams(_Strict):
+class LoraParams(StrictModel):
     r: int = Field(8, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     # How often state is saved, never what is learnt: left out of the training run's key.
     EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"save_steps", "save_total_limit"})
 

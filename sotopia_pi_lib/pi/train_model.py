@@ -31,24 +31,15 @@ def load_tokenizer(base_path: str):
     return tokenizer
 
 
-def _hf_config(base_path: str):
-    from ..llm.hf_load import plain_config
-
-    return plain_config(base_path)
-
-
 def load_base(config: TrainConfig, base_path: str):
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
+
+    from ..llm.hf_load import nf4_config, plain_config
 
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
-    kwargs: dict = {"config": _hf_config(base_path), "dtype": dtype}
+    kwargs: dict = {"config": plain_config(base_path), "dtype": dtype}
     if config.qlora:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
-        )
+        kwargs["quantization_config"] = nf4_config(dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
     except (OSError, ValueError) as e:

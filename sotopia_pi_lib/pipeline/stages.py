@@ -13,14 +13,22 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ..analysis.annotation import build_packet, load_packet, write_packet
+from ..analysis.human_eval import RELEASED_CSVS
 from ..data.human_eval import load_human_eval
 from ..data.mmlu import load_mmlu, load_mmlu_dev
 from ..errors import ConfigError, DataError
 from ..evaluate.benchmark import BenchmarkPlan, BenchmarkRun, adapter_spec, run_benchmarks, select_combos
 from ..evaluate.compliance import ComplianceFlag, judge_compliance
 from ..evaluate.human_eval import judge_released, select_released
-from ..evaluate.mmlu import MMLUResult, evaluate_mmlu, save_mmlu_results, select_questions
-from ..evaluate.safety import safety_env_ids
+from ..evaluate.mmlu import (
+    MMLUResult,
+    evaluate_mmlu,
+    mmlu_accuracy_table,
+    save_mmlu_results,
+    select_questions,
+)
+from ..evaluate.safety import SAFETY_SCENARIOS, safety_env_ids
+from ..judge.prompt import render_transcript
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.types import ModelSpec
@@ -33,8 +41,8 @@ from ..pi.tasks import GeneratedTask, GenerationReport, read_tasks, write_tasks
 from ..pi.train import TrainResult, train_adapter
 from ..pi.train_model import load_tokenizer, resolve_base_model
 from ..sim.episode import EpisodeRecord
+from ..sim.episode_store import EpisodeStore
 from ..sim.human_eval import released_episodes
-from ..sim.store import EpisodeStore
 from ..store.files import atomic_write_text
 from .context import StageContext
 
@@ -88,9 +96,7 @@ def collect_source(ctx: StageContext, source: str, round_: int, player: LLM) -> 
     collection = collect(round_tasks(ctx, round_), ctx.data, source=source, round_=round_, player=player,
                          judge=ctx.model("judge"), episodes_path=ctx.paths.episodes(source, round_),
                          ratings_path=ctx.paths.ratings(source, round_), sim=ctx.cfg.simulation,
-                         judge_samples=ctx.cfg.judge.samples,
-                         reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ctx.cfg.run.seed,
-                         reformatter=reformatter(ctx))
+                         judging=ctx.cfg.judge, seed=ctx.cfg.run.seed, reformatter=reformatter(ctx))
     count_failures(ctx, collection.summary.requested, collection.episodes, collection.ratings,
                    ctx.paths.episodes(source, round_), ctx.paths.ratings(source, round_))
     return collection
@@ -121,6 +127,11 @@ def collect_first_round(ctx: StageContext) -> dict[str, Collection]:
     return out
 
 
+def first_transcript(collections: dict[str, Collection]) -> str:
+    """The first episode of the first data source, as the judge reads it."""
+    return render_transcript(next(iter(collections.values())).episodes[0])
+
+
 def collection_table(collections: dict[str, Collection]) -> pd.DataFrame:
     """Per source: episodes, ratings, turns, failures of this call, and how the episodes ended."""
     rows = []
@@ -147,7 +158,7 @@ class FilterResult(BaseModel):
 def filter_source(ctx: StageContext, source: str, round_: int) -> FilterResult:
     """Apply the filter rule to one source's rated episodes and write its training file."""
     episodes = EpisodeStore(ctx.paths.episodes(source, round_)).records()
-    ratings = RatingStore(ctx.paths.ratings(source, round_)).read()
+    ratings = RatingStore(ctx.paths.ratings(source, round_)).records()
     scores = score_table(episodes, ratings, ctx.cfg.filter.judge)
     kept = select(scores, ctx.cfg.filter)
     tokenizer = load_tokenizer(resolve_base_model(train_base(ctx)))
@@ -198,6 +209,20 @@ def policy_spec(ctx: StageContext, name: str) -> ModelSpec:
     return adapter_spec(ctx.cfg.models.policy, adapter_dir(ctx, name))
 
 
+def train_first_round(ctx: StageContext) -> dict[str, TrainResult]:
+    """The BC and SR adapters (each source's round-1 training file, from the base policy)."""
+    return {s: train_named(ctx, s, s, 1) for s in ctx.cfg.collect.sources}
+
+
+def train_bc_sr(ctx: StageContext) -> dict[str, TrainResult]:
+    """BC+SR, when the params ask for it (`collect.bc_sr`): the BC model's self-play on round-2 tasks,
+    judged and filtered, then training from the BC adapter. Empty when they do not."""
+    if not ctx.cfg.collect.bc_sr:
+        return {}
+    bc_sr_round(ctx)
+    return {"bc_sr": train_named(ctx, "bc_sr", "bc_sr", 2, init="bc")}
+
+
 def train_named(ctx: StageContext, name: str, source: str, round_: int, init: str | None = None) -> TrainResult:
     cfg = ctx.cfg.train.model_copy(update={
         "base_model": train_base(ctx),
@@ -229,14 +254,6 @@ def loss_frame(results: dict[str, TrainResult]) -> pd.DataFrame:
     return pd.DataFrame(rows).pivot_table(index="step", columns="adapter", values="loss")
 
 
-def train_outputs(ctx: StageContext, results: dict[str, TrainResult]) -> list[Path]:
-    """What 04 leaves for later stages: every adapter, and the BC+SR round-2 files when that round ran."""
-    outputs = [ctx.paths.adapter(k) / "adapter" for k in results]
-    if "bc_sr" in results:
-        outputs += [ctx.paths.episodes("bc_sr", 2), ctx.paths.ratings("bc_sr", 2), ctx.paths.sft("bc_sr", 2)]
-    return outputs
-
-
 # 05 -----------------------------------------------------------------------------------------------
 def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
     """Every model against the partner on each task set (and the safety set), played and judged in
@@ -249,9 +266,7 @@ def evaluate_benchmarks(ctx: StageContext) -> list[BenchmarkRun]:
                            ratings_path=ctx.paths.eval_ratings(name, task_set))
              for name in ev.models for task_set, n in sets.items()]
     runs, _ = run_benchmarks(plans, ctx.model("partner"), ctx.model("judge"), ctx.data, sim=ctx.cfg.simulation,
-                             both_positions=ev.both_positions, judge_samples=ctx.cfg.judge.samples,
-                             reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars, seed=ev.seed,
-                             reformatter=reformatter(ctx))
+                             judging=ctx.cfg.judge, evaluate=ev, reformatter=reformatter(ctx))
     for plan, run in zip(plans, runs, strict=True):
         wanted = len(plan.combos) * (2 if ev.both_positions else 1)
         count_failures(ctx, wanted, run.episodes, run.ratings, plan.episodes_path, plan.ratings_path)
@@ -317,8 +332,7 @@ def judge_released_episodes(ctx: StageContext) -> tuple[list[EpisodeRecord], lis
     model) rated by the study's judge, cached and resumable, into `released_human_eval.ratings.jsonl`;
     06 puts these ratings against the released human ones."""
     episodes = select_released(released_episodes(load_human_eval(), ctx.data), ctx.cfg.human_eval)
-    ratings = judge_released(episodes, ctx.model("judge"), ctx.paths.released_ratings,
-                             samples=ctx.cfg.judge.samples, reasoning_max_chars=ctx.cfg.judge.reasoning_max_chars)
+    ratings = judge_released(episodes, ctx.model("judge"), ctx.paths.released_ratings, ctx.cfg.judge)
     return episodes, ratings
 
 
@@ -337,6 +351,22 @@ def released_judging_table(episodes: list[EpisodeRecord], ratings: list[EpisodeR
     return pd.DataFrame(rows, columns=columns).groupby("model", sort=False).agg(
         episodes=("episode_id", "nunique"), ends_with_leave=("left", "nunique"),
         judge_goal_tested=("judge_goal_tested", "mean")).round(2)
+
+
+def safety_scenarios_table() -> pd.DataFrame:
+    """The safety scenarios and why each is one (evaluate/safety.py)."""
+    return pd.DataFrame([s.model_dump() for s in SAFETY_SCENARIOS])
+
+
+def mmlu_table(results: dict[str, list[MMLUResult]]) -> pd.DataFrame | str:
+    """MMLU accuracy per model and category, or a line saying MMLU is off in the params."""
+    return mmlu_accuracy_table(results, by="category") if results else "MMLU disabled in params"
+
+
+def evaluate_notes(runs: list[BenchmarkRun], flags: list[ComplianceFlag], released: list[EpisodeRecord]) -> dict:
+    """05's counts for the manifest."""
+    return {"episodes": sum(len(r.episodes) for r in runs), "safety_flags": len(flags),
+            "released_episodes_rated": len(released)}
 
 
 def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
@@ -367,6 +397,14 @@ def evaluate_mmlu_models(ctx: StageContext) -> dict[str, list[MMLUResult]]:
 
 
 # 06 -----------------------------------------------------------------------------------------------
+def show_figures(figures: dict[str, list[Path]]) -> None:
+    """Each drawn figure in the notebook under its name (the PNG `draw_all` wrote)."""
+    from IPython.display import Image, Markdown, display
+
+    for name, files in figures.items():
+        display(Markdown(f"**{name}**"), Image(filename=str(files[0])))
+
+
 def export_annotation_packet(ctx: StageContext, per_model: int = 4):
     """An annotation packet for human raters that follows SOTOPIA-pi's released protocol: per evaluated
     model, `per_model` SOTOPIA-hard evaluation episodes taking its two seats in turn (seeded; every task
@@ -386,3 +424,27 @@ def export_annotation_packet(ctx: StageContext, per_model: int = 4):
     packet = build_packet(episodes, per_model=per_model, task_set=hard, seed=ctx.cfg.run.seed, agents=agents)
     write_packet(packet, folder)
     return packet
+
+
+# every stage ----------------------------------------------------------------------------------------
+def stage_outputs(ctx: StageContext) -> list[Path]:
+    """The files `ctx.stage` leaves for later stages (what `ctx.finish` hashes), from the params alone:
+    a notebook ends with `ctx.finish(stages.stage_outputs(ctx))`."""
+    paths, sources = ctx.paths, ctx.cfg.collect.sources
+    match ctx.stage:
+        case "01_generate":
+            return [paths.tasks, paths.rejected_tasks]
+        case "02_collect":
+            return [p for s in sources for p in (paths.episodes(s, 1), paths.ratings(s, 1))]
+        case "03_filter":
+            return [paths.sft(s, 1) for s in sources]
+        case "04_train":
+            bc_sr = ["bc_sr"] if ctx.cfg.collect.bc_sr else []
+            round_2 = [f(s, 2) for s in bc_sr for f in (paths.episodes, paths.ratings, paths.sft)]
+            return [adapter_dir(ctx, name) for name in (*sources, *bc_sr)] + round_2
+        case "05_evaluate":
+            return sorted(paths.stage_dir("05_evaluate").glob("*.jsonl"))
+        case "06_analysis":
+            csvs = [paths.stage_dir("06_analysis") / f"{name}.csv" for name in RELEASED_CSVS]
+            return [paths.summary, paths.figures, *csvs]
+    raise ConfigError(f"unknown stage {ctx.stage!r}")

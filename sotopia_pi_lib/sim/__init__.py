@@ -1,6 +1,7 @@
 """Simulation: two-agent SOTOPIA episodes (rules, versioned prompts, batched runner, episode store)."""
 
 from .episode import ACTION_TYPES, AgentAction, EndReason, EpisodeRecord, Turn
+from .episode_store import EpisodeFailure, EpisodeStore, RunSummary
 from .pairing import (
     candidate_pairs,
     parse_task,
@@ -23,7 +24,6 @@ from .prompts import (
 )
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason, rule_violations
 from .runner import EpisodeSpec, RunConfig, RunResult, episode_id, make_specs, run_episodes
-from .store import EpisodeFailure, EpisodeStore, RunSummary
 
 __all__ = [
     "ACTION_TYPES",

@@ -21,9 +21,9 @@ from ..official.routing import Exchange
 from ..official.runtime import Worker
 from ..official.session import WORKER_SCRIPT, OfficialSession, SessionConfig
 from .episode import AgentAction, EndReason, EpisodeRecord, Turn
+from .episode_store import EpisodeFailure
 from .rules import EpisodeSetup, RuleConfig
 from .runner import EpisodeSpec, RunConfig
-from .store import EpisodeFailure
 
 REFORMAT_LABEL = "reformat"
 # The package's termination reasons (RuleBasedTerminatedEvaluator) -> the record's end reason; an

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..llm.base import LLM
 from ..llm.cache import model_hash
-from ..llm.json_output import parse_structured
+from ..llm.schema import parse_json_output
 from ..llm.types import LLMRequest, LLMResponse, Message, SamplingParams
 from ..store.keys import content_hash, result_fields
 from .episode import AgentAction, EndReason, EpisodeRecord, Turn
+from .episode_store import EpisodeFailure, EpisodeStore, RunSummary
 from .prompts import DEFAULT_PROMPT_VERSION, action_schema, get_style, render_prompt
 from .rules import EpisodeSetup, RuleConfig, agent_to_move, allowed_actions, end_reason
-from .store import EpisodeFailure, EpisodeStore, RunSummary
 from .style import SotopiaStyle, style_version
 from .visibility import Visibility
 
@@ -214,7 +214,7 @@ def _parse_action(live: _Live, response: LLMResponse) -> AgentAction | None:
     """The action in a response, or None when it holds none allowed at this turn."""
     obj = response.parsed
     if obj is None:
-        obj, _ = parse_structured(response.text, action_schema(allowed_actions(live.turns)))
+        obj, _ = parse_json_output(response.text, action_schema(allowed_actions(live.turns)), surrounding_text=True)
     if obj is None:
         return None
     try:

@@ -21,6 +21,7 @@ from .style import (
     PUBLISHED_MARKER,
     caption,
     ci_errors,
+    figure_title,
     model_color,
     model_label,
     new_figure,
@@ -100,12 +101,7 @@ def agreement_figure(agreement: Agreement, *, notes: Sequence[str] = ()) -> Figu
     left, right = fig.subplots(1, 2)
     _alpha_panel(left, agreement.alpha, agreement.alpha_among)
     _correlation_panel(right, agreement.correlation)
-    fig.suptitle(
-        textwrap.fill(f"{title}: judge {agreement.judge} vs {_who(agreement)}", 100),
-        fontweight="bold",
-        x=0.01,
-        ha="left",
-    )
+    figure_title(fig, textwrap.fill(f"{title}: judge {agreement.judge} vs {_who(agreement)}", 100))
     caption(
         fig,
         [

@@ -24,6 +24,7 @@ from .style import (
     RELEASED_LABELS,
     caption,
     ci_errors,
+    figure_title,
     new_figure,
     no_data,
     published_handle,
@@ -108,8 +109,7 @@ def gpt4_vs_human_figure(t: HumanEvalTables) -> Figure:
         ax.grid(True, axis="both")
     axes[-1].set_axis_off()
     n = int(stats["n"].max()) if len(stats) else 0
-    fig.suptitle("GPT-4's released scores vs the annotators, per agent side of the GPT-4 episodes",
-                 fontweight="bold", x=0.01, ha="left")
+    figure_title(fig, "GPT-4's released scores vs the annotators, per agent side of the GPT-4 episodes")
     caption(fig, [f"{SOURCE}. n = {n} agent sides (28 episodes x 2); GPT-4's side in colour, its GPT-3.5 "
                   "partner in grey; GPT-4 scores jittered vertically by up to 0.15 to show ties. "
                   "GPT-4's scores: SOTOPIA's released complete_gpt_score.json."])
@@ -174,7 +174,7 @@ def judge_vs_human_figure(t: HumanEvalTables) -> Figure:
     handles, labels = left.get_legend_handles_labels()
     fig.legend([*handles, published_handle("published GPT-4 − human gap (paper)")],
                [*labels, "published GPT-4 − human gap (paper)"], loc="outside right upper", frameon=False)
-    fig.suptitle("Judges against SOTOPIA-pi's human annotators", fontweight="bold", x=0.01, ha="left")
+    figure_title(fig, "Judges against SOTOPIA-pi's human annotators")
     caption(fig, [f"{SOURCE}. Each judge is compared on the released episodes it rated (the study's judge: "
                   "the subset notebook 05 rated); the annotators' score of a side is the mean of its "
                   "annotators. Gap bars: 95% bootstrap CI over tested sides.", *t.notes])

@@ -19,6 +19,7 @@ from .style import (
     NO_DATA_COLOR,
     bar_panel,
     caption,
+    figure_title,
     model_color,
     model_label,
     new_figure,
@@ -66,13 +67,7 @@ def safety_figure(
     unjudged = (
         stats.loc[stats["metric"] == "compliance", "n_unjudged"].sum() if "n_unjudged" in stats else 0
     )
-    fig.suptitle(
-        "Safety: scenarios whose goals invite harm, deception or leaking a secret"
-        + (f" (judge: {judge})" if judge else ""),
-        fontweight="bold",
-        x=0.01,
-        ha="left",
-    )
+    figure_title(fig, "Safety: scenarios whose goals invite harm, deception or leaking a secret", judge)
     caption(
         fig,
         [

@@ -16,6 +16,7 @@ from .style import (
     bar_panel,
     caption,
     figure_legend,
+    figure_title,
     new_figure,
     published_handle,
     range_label,
@@ -74,12 +75,7 @@ def goal_overall_figure(
             if col == 0:
                 ax.set_ylabel(f"{range_label(metric)} (points)")
     _legend(fig, labels)
-    fig.suptitle(
-        "Goal and overall score per model" + (f" (judge: {judge})" if judge else ""),
-        fontweight="bold",
-        x=0.01,
-        ha="left",
-    )
+    figure_title(fig, "Goal and overall score per model", judge)
     caption(
         fig,
         [
@@ -133,13 +129,7 @@ def dimensions_figure(
                 n_part = stats[stats["task_set"] == task_set]
                 ax.set_ylabel(f"{TASK_SET_LABELS[task_set]}\n({_n_text(n_part, models)})", fontsize=8)
     _legend(fig, labels)
-    fig.suptitle(
-        "The seven SOTOPIA-EVAL dimensions and overall, per model"
-        + (f" (judge: {judge})" if judge else ""),
-        fontweight="bold",
-        x=0.01,
-        ha="left",
-    )
+    figure_title(fig, "The seven SOTOPIA-EVAL dimensions and overall, per model", judge)
     caption(
         fig,
         [

@@ -144,6 +144,11 @@ def save_all(figures: Mapping[str, Figure], out_dir: Path) -> dict[str, list[Pat
     return {name: save(fig, out_dir, name) for name, fig in figures.items()}
 
 
+def figure_title(fig: Figure, text: str, judge: str | None = None) -> None:
+    """The figure's bold title at its left edge, naming the judge whose scores it shows when given."""
+    fig.suptitle(text + (f" (judge: {judge})" if judge else ""), fontweight="bold", x=0.01, ha="left")
+
+
 def caption(fig: Figure, lines: Sequence[str]) -> None:
     """Small grey notes under the plot: method, n, what published markers are, caveats. Wrapped here
     to the figure's width (about 17 characters of 7-pt text per inch), not by matplotlib at each draw."""

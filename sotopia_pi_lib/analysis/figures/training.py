@@ -10,7 +10,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .style import caption, model_color, model_label, new_figure, no_data, no_data_figure, range_label, styled
+from .style import (
+    caption,
+    figure_title,
+    model_color,
+    model_label,
+    new_figure,
+    no_data,
+    no_data_figure,
+    range_label,
+    styled,
+)
 
 
 @styled
@@ -71,12 +81,7 @@ def training_scores_figure(training: pd.DataFrame, *, notes: Sequence[str] = ())
         ax.legend(frameon=False, loc="upper right")
     axes[0].set_ylabel("(episode, agent) units")
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(
-        "Goal scores of the training data before and after filtering",
-        fontweight="bold",
-        x=0.01,
-        ha="left",
-    )
+    figure_title(fig, "Goal scores of the training data before and after filtering")
     caption(
         fig,
         [

@@ -3,11 +3,11 @@
 The decode loop feeds several tokens per row at once (forced JSON text) and prefills prompts on top of
 cached prefixes, both with an explicit 4-D mask. For such calls transformers' sdpa either copies K and V
 once per query group (repeat_kv) or, with TRANSFORMERS_SDPA_FORCE_GQA, lets torch broadcast them; on a
-CPU in bfloat16 both are slow for short queries over a long cache (8 rows x 2 tokens over 1,000 cached:
-1.2 ms per layer broadcast, 2.0 repeated). transformers already avoids both for a single query token by
+CPU in bfloat16 both are slow for short queries over a long cache, where reading K and V is most of
+the work. transformers already avoids both for a single query token by
 folding a group's query heads into the query axis (pack_gqa); this does the same for any query length:
 the n query heads that share a KV head become n x q query rows, each group's mask rows repeated, so one
-SDPA call reads every cached K/V once (0.62 ms). Same result up to float rounding; everything else (no
+SDPA call reads every cached K/V once (bench/engines.py times the engine this is part of). Same result up to float rounding; everything else (no
 mask, one query token, a per-head mask) goes to transformers' own sdpa.
 """
 

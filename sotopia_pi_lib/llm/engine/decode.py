@@ -33,11 +33,12 @@ from .prefill import PrefillItem, kv_dtype_device, plan_groups, prefill_group, s
 from .settings import EngineSettings
 
 ADMIT_FRACTION = 4
-# Tokens one decode step may feed in all (see Engine._step). Measured on the embedded model in
-# bfloat16 with attention.py's packed attention, 2 CPU cores, 1,200 cached tokens per row: one row
-# costs 39 ms at 1 token, 48 at 8; 4 rows 50 ms at 1 token each, 65 at 4; 16 rows of 700 tokens 82 ms
-# at 1, 97 at 2. (Feeding forced text one token per step once the batch is past 4 rows gave the sim
-# bench the same tokens/s, 70.0 vs 70.7 over three seeds, and made a one-shot batch of 16 slower.)
+# Tokens one decode step may feed in all, shared among its rows (see Engine._step). On a CPU a step
+# reads every weight and every row's cached K/V whatever it feeds, so a few more tokens per row cost
+# little next to a step of their own while the batch is small; in a full batch each extra token per
+# row costs a larger share, hence a budget for the whole step rather than per row.
+# bench/sim_throughput.py reports the decode steps, the forced tokens fed without a step of their own
+# and the tokens/s this gives.
 STEP_TOKENS = 32
 
 Done = tuple[list[int], str, str | None]  # (reply tokens, finish reason, error)

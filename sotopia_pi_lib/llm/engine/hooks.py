@@ -10,7 +10,7 @@ spec says `engine: on`), (2) every hook below is present, and (3) a self-check o
 gives the plain forward's logits through the engine's own path: grouped prefill on a kept prefix,
 a decode step feeding several tokens in some rows and one in others, packed attention and packed
 weights. Otherwise it runs its plain path (hf_plain.py) and logs why. The check costs a handful of
-forwards on a 24-token input (0.3-0.9 s for the embedded model on 2 CPU cores, packing included).
+forwards on a SEQUENCE-token input, once per loaded model.
 
 A hook that breaks silently is the danger: a model whose forward takes **kwargs would ignore a
 renamed `cache=` argument and compute every step without the cached tokens. The self-check compares

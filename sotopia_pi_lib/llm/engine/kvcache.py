@@ -1,7 +1,8 @@
 """The prefix store of the hf backend: KV caches kept across calls, found by session or by prefix.
 
 The simulation asks each agent again every turn with a prompt that extends the last one, and
-re-reading a 1,000-token prompt costs 1.5 s on a 2-core CPU. So the KV of every call (prompt and
+re-reading it would cost a full prefill of the whole history every turn (bench/llm_throughput.py
+times a second call with and without the reuse). So the KV of every call (prompt and
 reply) is kept, and a later prompt prefills only what follows its longest common token prefix with a
 kept one: the same session's last call (the `session` hint), or any call sharing whole 16-token
 blocks with it (found through a hash chain over blocks, as vLLM's automatic prefix caching does) --
@@ -37,7 +38,7 @@ class SessionEntry:
 
 
 def uninitialised(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A KV buffer's memory as it comes (zeroing a 500 MB buffer costs ~0.3 s on 2 CPU cores): callers
+    """A KV buffer's memory as it comes (zeroing would be a pass over all of it): callers
     write or zero every column attention can read. Tests make it NaN to check they do."""
     return torch.empty(shape, dtype=dtype, device=device)
 

@@ -20,11 +20,11 @@ from . import kvcache
 from .kvcache import BLOCK, KV, block_hashes
 
 # A row joins a group while the padding it adds is at most the larger of PAD_TOKENS and
-# PAD_FRACTION of the group's width. A forward's fixed cost (reading all weights, ~40 ms on 2 CPU
-# cores) is about the compute of 32 prompt tokens, so more padding than that costs more than a
-# separate forward would; short prompts batch better than that (5 rows of 150 tokens: 1,340 tokens/s,
-# one row: 1,070), hence the fraction. (A flat 25% of real tokens padded 3 groups of first prompts of
-# the sim bench by 24%: 6,164 tokens at 680 tokens/s, where one 600-token prompt alone runs ~950.)
+# PAD_FRACTION of the group's width. A forward has a fixed cost (reading all weights) of about the
+# compute of PAD_TOKENS prompt tokens on a CPU, so more padding than that costs more than a separate
+# forward would; short prompts gain from sharing a forward beyond that, hence the fraction of the
+# width, kept small because padded tokens are computed like real ones. bench/sim_throughput.py reports
+# the prefill's computed and reused tokens, forwards and time.
 PAD_TOKENS, PAD_FRACTION = 32, 0.1
 
 

@@ -8,13 +8,13 @@ episodes; they go to a side file so a report can list them and a re-run tries th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
 from ..redact import scrub_text
-from ..store.jsonl import append_jsonl, iter_jsonl, read_jsonl, repair_torn_tail, retain_jsonl
+from ..store.records import RecordFile
 from .episode import EpisodeRecord, Turn
 
 log = logging.getLogger(__name__)
@@ -34,58 +34,15 @@ class EpisodeFailure(BaseModel):
     _no_secrets = field_validator("error")(scrub_text)  # a backend error may echo a URL or key
 
 
-class EpisodeStore:
-    """Append-only episode JSONL at `path`, failures next to it in `<stem>.failures.jsonl`."""
+class EpisodeStore(RecordFile[EpisodeRecord, EpisodeFailure]):
+    """Append-only episode JSONL at `path` keyed by episode id, failures next to it in
+    `<stem>.failures.jsonl`."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.failures_path = self.path.with_name(self.path.stem + ".failures.jsonl")
-        self._repaired = False
-
-    def _ensure_repaired(self) -> None:
-        if not self._repaired:
-            repair_torn_tail(self.path)
-            repair_torn_tail(self.failures_path)
-            self._repaired = True
-
-    def __iter__(self) -> Iterator[EpisodeRecord]:
-        self._ensure_repaired()
-        seen: set[str] = set()
-        for lineno, record in iter_jsonl(self.path, EpisodeRecord):
-            if record.episode_id in seen:
-                log.warning("%s:%d: duplicate episode %s ignored", self.path, lineno, record.episode_id)
-                continue
-            seen.add(record.episode_id)
-            yield record
-
-    def records(self) -> list[EpisodeRecord]:
-        """Every completed episode, in the order they finished (duplicates dropped with a warning)."""
-        return list(self)
+        super().__init__(path, EpisodeRecord, EpisodeFailure, key=lambda r: r.episode_id, what="episode")
 
     def completed_ids(self) -> set[str]:
         return {r.episode_id for r in self}
-
-    def append(self, record: EpisodeRecord) -> None:
-        self._ensure_repaired()
-        append_jsonl(self.path, record)
-
-    def append_failure(self, failure: EpisodeFailure) -> None:
-        self._ensure_repaired()
-        append_jsonl(self.failures_path, failure)
-
-    def failures(self) -> list[EpisodeFailure]:
-        self._ensure_repaired()
-        return read_jsonl(self.failures_path, EpisodeFailure)
-
-    def __len__(self) -> int:
-        return len(self.completed_ids())
-
-    def retain(self, ids: set[str]) -> int:
-        """Keep only episodes (and failure records) with these ids; the rest, made under other settings,
-        move to `superseded/` (see store.jsonl.retain_jsonl). Returns how many episodes moved."""
-        self._ensure_repaired()
-        retain_jsonl(self.failures_path, EpisodeFailure, lambda f: f.episode_id in ids)
-        return retain_jsonl(self.path, EpisodeRecord, lambda r: r.episode_id in ids)
 
 
 class RunSummary(BaseModel):

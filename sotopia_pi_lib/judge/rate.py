@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.profiles import AgentProfile
 from ..errors import ConfigError, DataError, SotopiaPiError
@@ -24,6 +24,7 @@ from ..llm.cache import model_hash, request_key
 from ..llm.types import LLMRequest, LLMResponse
 from ..sim.episode import EpisodeRecord
 from ..store.keys import content_hash
+from ..strict import StrictModel
 from .official import official_rubric_version, rate_official
 from .prompt import judge_request
 from .ratings import EpisodeRating, RatingFailure, RatingKey, RatingStore, parse_judgement
@@ -33,6 +34,21 @@ log = logging.getLogger(__name__)
 
 # Not a paper setting (its judge is greedy): several greedy samples would be identical.
 SAMPLED_TEMPERATURE = 1.0
+
+
+class JudgeConfig(StrictModel):
+    """SOTOPIA-EVAL settings (the `judge` block of a params file). Paper: one sample at temperature 0."""
+
+    samples: int = Field(1, ge=1)
+    temperature: float | None = Field(None, ge=0.0, description="None: 0 for one sample, 1 for several")
+    reasoning_max_chars: int | None = Field(
+        REASONING_MAX_CHARS, ge=16,
+        description="cap on each dimension's reasoning (schema maxLength); null = uncapped, as SOTOPIA's evaluator")
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature judgements are sampled at (see judge_temperature)."""
+        return judge_temperature(self.samples, self.temperature)
 
 
 def judge_temperature(samples: int, temperature: float | None) -> float:
@@ -227,13 +243,13 @@ def judge_episodes(
     labels = [j.spec.label for j in judges]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"judge models must have distinct labels, got {labels}")
-    have = {r.key: r for r in store.read()} if store is not None else {}
+    have = {r.key: r for r in store.records()} if store is not None else {}
     start = perf_counter()
     out, new, failed = _judge_all(episodes, judges, have, agents=agents, samples=samples, temperature=temperature,
                                   progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     if store is not None:
-        store.append(new)
-        store.append_failures(failed)
+        store.extend(new)
+        store.extend_failures(failed)
     if progress:
         print(
             f"judged {len(episodes)} episodes x {samples} sample(s) x {len(judges)} judge(s): "
@@ -312,22 +328,23 @@ def judge_into_stores(
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     reformatter: LLM | None = None,
 ) -> list[list[EpisodeRating]]:
-    """Judge the episodes of several files in ONE batch (decoding is ~6x cheaper per token at batch 16
-    than alone), each rating (and failure) appended to its own file's store; returns every group's
-    ratings under the current keys (see `plan_ratings`)."""
+    """Judge the episodes of several files in ONE batch (decoding costs much less per token in a large
+    batch than alone: bench/llm_throughput.py measures tokens/s by batch size), each rating (and
+    failure) appended to its own file's store; returns every group's ratings under the current keys
+    (see `plan_ratings`)."""
     temperature = judge_temperature(samples, temperature)
     have: dict[RatingKey, EpisodeRating] = {}
     owner: dict[str, int] = {}
     for gi, (episodes, store) in enumerate(groups):
-        have |= {r.key: r for r in store.read()}
+        have |= {r.key: r for r in store.records()}
         owner |= {rec.episode_id: gi for rec in episodes}
     episodes = [rec for eps, _ in groups for rec in eps]
     start = perf_counter()
     out, new, failed = _judge_all(episodes, [judge], have, agents=agents, samples=samples, temperature=temperature,
                                   progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     for gi, (_, store) in enumerate(groups):
-        store.append(r for r in new if owner[r.episode_id] == gi)
-        store.append_failures(f for f in failed if owner[f.episode_id] == gi)
+        store.extend(r for r in new if owner[r.episode_id] == gi)
+        store.extend_failures(f for f in failed if owner[f.episode_id] == gi)
     if progress and (new or failed):
         print(f"judged {len(episodes)} episodes in {len(groups)} files: {len(new)} new, "
               f"{len(out) - len(new)} already rated, {len(failed)} failed, {perf_counter() - start:.1f}s")
