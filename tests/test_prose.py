@@ -49,10 +49,7 @@ def test_the_pattern_finds_history_and_passes_present_tense():
 
 @pytest.mark.parametrize(
     "path",
-    [pytest.param(ROOT / "README.md", marks=pytest.mark.xfail(
-        strict=True, reason="README.md narrates development history; the lead rewrites it (issue 19): drop "
-                            "this mark then")),
-     *sorted((ROOT / "docs").rglob("*.md"))],
+    [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_markdown_has_no_development_history(path: Path):
