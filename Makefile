@@ -60,7 +60,7 @@ status: $(STAMP) ## print each stage of RUN as fresh or stale with the reasons (
 	$(PIPE) --status
 
 test: setup sotopia data model ## run the test suite (the README's test command)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP) ## ruff on the library, tests and benchmarks
 	$(BIN)/ruff check sotopia_pi_lib tests bench

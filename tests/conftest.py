@@ -43,3 +43,17 @@ def official_probe() -> Callable[[dict], dict]:
         return json.loads(done.stdout)
 
     return run
+
+
+# The longest tests (the end-to-end run, then the other slow ones) go first: with `pytest -n 2`
+# (make test) one worker runs them while the other takes the rest, instead of one long test last.
+FIRST = ("tests/test_notebooks_rehearsal.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(FIRST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: the order within each rank is kept

@@ -102,7 +102,7 @@ def test_stages_produced_their_data_and_qlora_adapters(rehearsal):
 
 def test_evaluation_and_figures(rehearsal):
     paths = rehearsal.paths
-    evaluated = {p.name.split("__")[0] for p in paths.stage_dir("05_evaluate").glob("*.ratings.jsonl")}
+    evaluated = {p.name.split("__")[0] for p in paths.stage_dir("05_evaluate").glob("*__*.ratings.jsonl")}
     assert evaluated == {"base", "sr", "bc", "bc_sr", "expert"}
     assert all(paths.mmlu(m).is_file() for m in load_config(resolve_params(PARAMS)).mmlu.models)
     pngs = sorted(paths.figures.glob("*.png"))

@@ -338,8 +338,10 @@ def publish_adapter(partial: Path, link: Path) -> Path:
 
     The folder is renamed to `adapter-<weights sha>` and `link` becomes a relative symlink to it by
     an atomic rename over the old link, so a reader always finds a whole adapter, the old or the new,
-    never none. (Two renames of real folders would leave a moment with none.) Older versions are
-    removed afterwards. A real folder left at `link` by an older layout is moved aside first.
+    never none. (Two renames of real folders would leave a moment with none.) The version the link
+    named until now is kept (a reader may have resolved the link to it a moment before the swap and
+    still be reading it); older ones are removed. A real folder at `link` (another layout) is moved
+    aside first.
     """
     version = link.with_name(f"{link.name}-{sha256_file(partial / 'adapter_model.safetensors')[:16]}")
     current = os.readlink(link) if link.is_symlink() else None
@@ -355,6 +357,6 @@ def publish_adapter(partial: Path, link: Path) -> Path:
     os.symlink(version.name, tmp)
     os.replace(tmp, link)
     for old in link.parent.glob(f"{link.name}-*"):
-        if old.name != version.name and old.is_dir():
+        if old.name not in (version.name, current) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return link
