@@ -72,7 +72,7 @@ figures: $(STAMP) ## regenerate every figure and summary.md of results/RUN from 
 	$(PIPE) --stages 06_analysis --force
 
 bench: setup data model ## run every benchmark under bench/ (but faults.py), print its numbers and write them into docs/performance.md
-	@for b in bench/[!_]*.py; do [ $$b = bench/faults.py ] && continue; echo "== $$b"; BENCH_DOCS=docs/performance $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do [ $$b = bench/faults.py ] && continue; echo "== $$b"; if grep -q write_section $$b; then BENCH_DOCS=docs/performance $(BIN)/python $$b; else BENCH_DOCS=docs/performance $(BIN)/python bench/_report.py $$b; fi || exit 1; done
 
 faults: setup data model ## kill, corrupt and disturb ci-profile runs and check the results survive (about an hour)
 	$(BIN)/python bench/faults.py

@@ -102,3 +102,27 @@ def build_page(folder: Path, page: Path | None = None) -> Path:
     parts += [sections[n].read_text(encoding="utf-8").strip() for n in ordered]
     page.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return page
+
+
+def capture(script: str, *args: str) -> int:
+    """Run a benchmark that only prints, show its output as it comes, and write that output as its
+    section (`make bench` runs the print-only benchmarks this way; a failed run writes nothing)."""
+    path = Path(script).resolve()
+    proc = subprocess.Popen([sys.executable, str(path), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env=os.environ | {"BENCH_DOCS": ""})  # the benchmark itself only prints
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    if proc.wait() != 0:
+        return proc.returncode
+    rel = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    doc = (path.read_text(encoding="utf-8").split('"""')[1].strip().splitlines() or [rel])[0]
+    write_section(path.stem, f"{doc.rstrip('.')} ({rel})", "```\n" + "".join(lines).strip() + "\n```",
+                  command="python " + " ".join([rel, *args]))
+    return 0
+
+
+if __name__ == "__main__":  # python bench/_report.py bench/<name>.py [args]
+    sys.exit(capture(*sys.argv[1:]))
