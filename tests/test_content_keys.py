@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fakes import ScriptedJudge, ScriptedPlayer
 
-from sotopia_pi_lib.judge.rate import JudgeConfig, judge_episodes, plan_ratings
+from sotopia_pi_lib.judge.rate import JudgeConfig, judge_episodes, judge_into_stores, plan_ratings
 from sotopia_pi_lib.judge.ratings import RatingStore
 from sotopia_pi_lib.llm.types import SamplingParams
 from sotopia_pi_lib.pi.collect import collect
@@ -106,6 +106,21 @@ def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, 
     again = ScriptedPlayer()
     _collect(sotopia, tmp_path, hotter, again, ScriptedJudge())
     assert again.requests == 0  # same settings: resumed, nothing played twice
+
+
+def test_ratings_judged_in_one_batch_across_files_keep_each_file_to_its_current_keys(sotopia, tmp_path):
+    """judge_into_stores (05's benchmark files): each file gets its own ratings; with `retain`, a changed
+    setting (here the judge temperature) moves each file's old ratings to superseded/, not to another file."""
+    episodes = _collect(sotopia, tmp_path / "played", BASE, ScriptedPlayer(), ScriptedJudge()).episodes
+    stores = [RatingStore(tmp_path / f"{i}.ratings.jsonl") for i in range(2)]
+    groups = [([ep], store) for ep, store in zip(episodes, stores, strict=True)]
+    judge_into_stores(groups, ScriptedJudge(), temperature=0.0, progress=False, retain=True)
+    old = [{r.key for r in store.records()} for store in stores]
+    rated = judge_into_stores(groups, ScriptedJudge(), temperature=0.5, progress=False, retain=True)
+    for i, store in enumerate(stores):
+        assert {r.episode_id for r in store.records()} == {episodes[i].episode_id}
+        assert {r.key for r in store.records()} == {r.key for r in rated[i]} and not old[i] & {r.key for r in rated[i]}
+        assert {r.key for r in RatingStore(tmp_path / "superseded" / f"{i}.ratings.jsonl").records()} == old[i]
 
 
 def test_task_ids_follow_generator_sampling_and_example(sotopia):

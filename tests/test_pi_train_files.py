@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 
 from sotopia_pi_lib.pi.train import (
     COMPLETE,
@@ -34,19 +35,29 @@ def _adapter(folder, weights: bytes):
 
 
 def test_the_adapter_swap_never_leaves_a_moment_without_an_adapter(tmp_path):
+    """The link always names a whole adapter, and the one it named before stays whole until the next
+    publish, so a reader that resolved the link just before a swap still finds its files. (Publishes
+    are spaced a little, as real ones are minutes apart: a reader's stat, preempted inside the kernel
+    on a loaded machine, could otherwise outlast two publishes in a row.)"""
     link = tmp_path / "adapter"
     publish_adapter(_adapter(tmp_path / "p0", b"v0"), link)
     seen_missing, stop = [], threading.Event()
 
+    def whole(folder):
+        return (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+
     def reader():
         while not stop.is_set():
-            if not ((link / "adapter_config.json").is_file() and (link / "adapter_model.safetensors").is_file()):
+            if not whole(link):
                 seen_missing.append(1)
 
     thread = threading.Thread(target=reader)
     thread.start()
     for i in range(1, 60):
+        before = link.resolve()
         publish_adapter(_adapter(tmp_path / f"p{i}", f"v{i}".encode()), link)
+        assert whole(link) and whole(before) and link.resolve() != before
+        time.sleep(0.01)
     stop.set()
     thread.join()
     assert seen_missing == []

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.profiles import EnvAgentCombo
 from ..data.sotopia import SotopiaData
 from ..errors import ConfigError
-from ..judge.rate import JudgeConfig, judge_into_stores, plan_ratings
+from ..judge.rate import JudgeConfig, judge_into_stores
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.keys import model_key
@@ -132,11 +132,7 @@ def run_benchmarks(
                        RatingStore(p.ratings_path)))
     temperature = judging.sampling_temperature
     rated = judge_into_stores(groups, judge, agents=data.agents, samples=judging.samples, temperature=temperature,
-                              reasoning_max_chars=judging.reasoning_max_chars, reformatter=reformatter)
-    for eps, ratings_store in groups:
-        planned = plan_ratings(eps, judge, agents=data.agents, samples=judging.samples, temperature=temperature,
-                               reasoning_max_chars=judging.reasoning_max_chars, reformatter=reformatter)
-        ratings_store.retain({p.key for p in planned})
+                              reasoning_max_chars=judging.reasoning_max_chars, reformatter=reformatter, retain=True)
     runs = [BenchmarkRun(model=p.name, task_set=p.task_set, episodes=g[0], ratings=r)
             for p, g, r in zip(plans, groups, rated, strict=True)]
     return runs, result.summary

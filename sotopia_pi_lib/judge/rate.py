@@ -170,7 +170,7 @@ def _judge_with(
         failures += [_failure(official[(rec.episode_id, s)].key, error) for rec, s, error in failed]
     if not todo:
         return ratings, failures
-    responses = llm.generate([p.request for p in todo if p.request is not None], progress=progress)
+    responses = llm.generate([p.request for p in todo], progress=progress)
     for planned, resp in zip(todo, responses, strict=True):
         try:
             ratings.append(_to_rating(planned, resp, temperature))
@@ -191,15 +191,18 @@ def _judge_all(
     progress: bool,
     reasoning_max_chars: int | None,
     reformatter: LLM | None,
-) -> tuple[dict[RatingKey, EpisodeRating], list[EpisodeRating], list[RatingFailure]]:
-    """(every wanted rating by key, the new ones, the failures), asking only what `have` lacks."""
+) -> tuple[dict[RatingKey, EpisodeRating], list[EpisodeRating], list[RatingFailure], set[RatingKey]]:
+    """(every wanted rating that is had by key, the new ones, the failures, every wanted key), asking
+    only what `have` lacks."""
     out: dict[RatingKey, EpisodeRating] = {}
     new: list[EpisodeRating] = []
     failed: list[RatingFailure] = []
+    wanted: set[RatingKey] = set()
     for llm in judges:
         todo = []
         for planned in plan_ratings(episodes, llm, agents=agents, samples=samples, temperature=temperature,
                                     reasoning_max_chars=reasoning_max_chars, reformatter=reformatter):
+            wanted.add(planned.key)
             if planned.key in have:
                 out[planned.key] = have[planned.key]
             else:
@@ -209,7 +212,7 @@ def _judge_all(
             out.update((r.key, r) for r in ratings)
             new += ratings
             failed += failures
-    return out, new, failed
+    return out, new, failed, wanted
 
 
 def judge_episodes(
@@ -223,6 +226,7 @@ def judge_episodes(
     progress: bool = True,
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     reformatter: LLM | None = None,
+    retain: bool = False,
 ) -> list[EpisodeRating]:
     """SOTOPIA-EVAL ratings of every episode by every judge, `samples` each.
 
@@ -234,7 +238,8 @@ def judge_episodes(
     `agents` (SotopiaData.agents) is needed only for records that do not carry their profiles.
     With a `store`, ratings already there under the same key (episode, judge label, rubric version,
     sample, and the hash of the judge's identity and request; see `plan_ratings`) are not asked again,
-    new ones are appended and failures go to the store's failures file. Returns all ratings of these
+    new ones are appended and failures go to the store's failures file; with `retain`, ratings and
+    failures under other keys (other settings) move to the store's `superseded/`. Returns all ratings of these
     episodes by these judges and samples, stored and new, in episode order; failures are logged and
     summarised, not returned.
     """
@@ -245,11 +250,14 @@ def judge_episodes(
         raise ConfigError(f"judge models must have distinct labels, got {labels}")
     have = {r.key: r for r in store.records()} if store is not None else {}
     start = perf_counter()
-    out, new, failed = _judge_all(episodes, judges, have, agents=agents, samples=samples, temperature=temperature,
-                                  progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    out, new, failed, wanted = _judge_all(episodes, judges, have, agents=agents, samples=samples,
+                                          temperature=temperature, progress=progress,
+                                          reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     if store is not None:
         store.extend(new)
         store.extend_failures(failed)
+        if retain:
+            store.retain(wanted)
     if progress:
         print(
             f"judged {len(episodes)} episodes x {samples} sample(s) x {len(judges)} judge(s): "
@@ -327,11 +335,13 @@ def judge_into_stores(
     progress: bool = True,
     reasoning_max_chars: int | None = REASONING_MAX_CHARS,
     reformatter: LLM | None = None,
+    retain: bool = False,
 ) -> list[list[EpisodeRating]]:
     """Judge the episodes of several files in ONE batch (decoding costs much less per token in a large
     batch than alone: bench/llm_throughput.py measures tokens/s by batch size), each rating (and
-    failure) appended to its own file's store; returns every group's ratings under the current keys
-    (see `plan_ratings`)."""
+    failure) appended to its own file's store (with `retain`, each store keeps only its ratings and
+    failures under the current keys, the rest moving to `superseded/`); returns every group's ratings
+    under the current keys (see `plan_ratings`)."""
     temperature = judge_temperature(samples, temperature)
     have: dict[RatingKey, EpisodeRating] = {}
     owner: dict[str, int] = {}
@@ -340,11 +350,14 @@ def judge_into_stores(
         owner |= {rec.episode_id: gi for rec in episodes}
     episodes = [rec for eps, _ in groups for rec in eps]
     start = perf_counter()
-    out, new, failed = _judge_all(episodes, [judge], have, agents=agents, samples=samples, temperature=temperature,
-                                  progress=progress, reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
+    out, new, failed, wanted = _judge_all(episodes, [judge], have, agents=agents, samples=samples,
+                                          temperature=temperature, progress=progress,
+                                          reasoning_max_chars=reasoning_max_chars, reformatter=reformatter)
     for gi, (_, store) in enumerate(groups):
         store.extend(r for r in new if owner[r.episode_id] == gi)
         store.extend_failures(f for f in failed if owner[f.episode_id] == gi)
+        if retain:
+            store.retain({k for k in wanted if owner[k.episode_id] == gi})
     if progress and (new or failed):
         print(f"judged {len(episodes)} episodes in {len(groups)} files: {len(new)} new, "
               f"{len(out) - len(new)} already rated, {len(failed)} failed, {perf_counter() - start:.1f}s")

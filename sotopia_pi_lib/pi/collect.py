@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..data.sotopia import SotopiaData
-from ..judge.rate import JudgeConfig, judge_episodes, plan_ratings
+from ..judge.rate import JudgeConfig, judge_episodes
 from ..judge.ratings import EpisodeRating, RatingStore
 from ..llm.base import LLM
 from ..llm.keys import model_key
@@ -77,8 +77,5 @@ def collect(
     ratings_store = RatingStore(ratings_path)
     temperature, samples, cap = judging.sampling_temperature, judging.samples, judging.reasoning_max_chars
     ratings = judge_episodes(episodes, judge, agents=data.agents, samples=samples, temperature=temperature,
-                             store=ratings_store, reasoning_max_chars=cap, reformatter=reformatter)
-    planned = plan_ratings(episodes, judge, agents=data.agents, samples=samples, temperature=temperature,
-                           reasoning_max_chars=cap, reformatter=reformatter)
-    ratings_store.retain({p.key for p in planned})
+                             store=ratings_store, reasoning_max_chars=cap, reformatter=reformatter, retain=True)
     return Collection(source=source, round=round_, episodes=episodes, ratings=ratings, summary=result.summary)
