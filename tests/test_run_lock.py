@@ -100,3 +100,19 @@ def test_an_orphaned_stage_kernel_of_a_killed_runner_is_waited_for(tmp_path, mon
     finally:
         kill(child)
     RunLock(root).acquire().release()  # once it is gone, the run is free
+
+
+def test_the_runner_removes_the_stage_files_of_exited_kernels_when_it_lets_go(tmp_path):
+    root = tmp_path / "run"
+    lock = RunLock(root).acquire()
+    env = {lock_mod.TOKEN_ENV: lock.token}
+    done, said = hold(root, "stage", env)
+    assert said == "inside"
+    running, _ = hold(root, "stage", env)
+    kill(done)
+    try:
+        assert {p.name for p in root.glob(".lock.stage-*")} == {f".lock.stage-{done.pid}", f".lock.stage-{running.pid}"}
+        lock.release()
+        assert [p.name for p in root.glob(".lock.stage-*")] == [f".lock.stage-{running.pid}"]  # still held
+    finally:
+        kill(running)

@@ -138,6 +138,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            _sweep_stage_files(self.root)
             os.ftruncate(self._fd, 0)  # free: the next writer sees no holder to take over from
             os.close(self._fd)  # closing the last descriptor releases the flock
             self._fd = None
@@ -166,6 +167,23 @@ def _wait_for_stage_kernels(root: Path) -> None:
                                         "stop it and try again") from None
                     time.sleep(0.2)
             path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def _sweep_stage_files(root: Path) -> None:
+    """Remove the stage lock files of kernels that have exited (a live kernel's stays): the holder
+    does this before it lets go, so a finished run folder keeps no `.lock.stage-*` files."""
+    for path in root.glob(STAGE_PREFIX + "*"):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # its kernel still runs; the next writer waits for it
         finally:
             os.close(fd)
 
