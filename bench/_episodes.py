@@ -23,9 +23,14 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
 
 
 def workload_specs(args: argparse.Namespace, model: str, bench: str) -> list[EpisodeSpec]:
-    """`args.episodes` episodes spread evenly over SOTOPIA-all's setups, both agents played by `model`."""
+    """`args.episodes` episodes spread evenly over SOTOPIA-all's setups, both agents played by `model`.
+
+    The seed also shifts where the spread starts, so workloads of different seeds play different
+    setups: a server that keeps prompts between requests (llama-server's prompt cache) must not find a
+    later workload's first prompts already computed by an earlier one."""
     setups = setups_for_task_set(load_sotopia(), "sotopia_all")
-    setups = setups[:: max(1, len(setups) // args.episodes)][: args.episodes]
+    step = max(1, len(setups) // args.episodes)
+    setups = setups[args.seed % step :: step][: args.episodes]
     return make_specs(setups, (model, model), seed=args.seed, tags={"bench": bench})
 
 

@@ -1,7 +1,7 @@
 """The hf backend's engine against the engines a researcher would otherwise use, on the same workloads.
 
-A workload is bench/sim_throughput.py's: 16 SOTOPIA episodes (every 6th scenario setup, seeds
-S..S+15 for a workload seed S, cap 6 turns, agents sampling at temperature 1.0 under the action
+A workload is bench/sim_throughput.py's: 16 SOTOPIA episodes (16 of SOTOPIA-all's setups, evenly
+spaced from offset S for a workload seed S, episode seeds S..S+15, cap 6 turns, agents sampling at temperature 1.0 under the action
 schema, arguments up to 300 characters, 160 tokens per turn), played by the episode runner with the
 response cache off:
 
@@ -22,12 +22,18 @@ One workload of 16 episodes is too small a sample to decide a ratio near its goa
 1.0 each engine samples its own conversations (bfloat16 kernels differ in rounding, so the same seed
 soon draws other tokens), and how many turns they last and how long their replies are moves one
 workload's ratio a long way (the per-workload lines show how far). So the comparison plays several workloads (`--seeds`,
-default 0 1 2: the same setups, other seeds), every engine on each, and the ratios are pooled: all
+default 0 1 2: other setups, other seeds), every engine on each, and the ratios are pooled: all
 turns (or tokens) an engine played over all the seconds it took. Per-workload ratios are printed
 too. Within a workload the engine plays first and again last, and its two runs are averaged, so a
 load that drifts on a shared machine does not favour either side. Model loading and grammar
 compilation are outside every timed run, and every run loads its engine afresh (no KV kept from an
-earlier run). Under `make bench` (BENCH_DOCS set) the comparison is written into
+earlier run).
+
+Each engine runs as its user would run it: torch's OpenMP wait policy as the environment sets it
+(`make all` leaves it unset, and so does this), llama-server with its own defaults. A llama-server keeps
+the prompts it has seen (its prompt cache), so give each comparison a freshly started one: the
+workloads of one run play different setups, but a second run on the same server would find its
+first prompts already computed. Under `make bench` (BENCH_DOCS set) the comparison is written into
 docs/performance.md.
 
     python bench/engines.py                                   # ~20 minutes on an idle 2-core CPU
@@ -37,12 +43,9 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see bench/llm_throughput.py)
-
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=ENGINES, help="run only these")
     p.add_argument(
         "--seeds", nargs="+", type=int, default=[0, 1, 2],
-        help="workload seeds: each plays the 16 episodes with seeds S..S+15 (default 0 1 2)",
+        help="workload seeds: each plays its own setups (from offset S) with episode seeds S..S+15 (default 0 1 2)",
     )  # fmt: skip
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args()
@@ -221,7 +224,8 @@ def ratio_lines(runs: list[dict[str, Any]], args: argparse.Namespace, ratios: di
 def describe(args: argparse.Namespace) -> str:
     """What each engine was: the hf engine's dtype, and the llama.cpp server's build and model."""
     dtype = HFModel(ModelSpec(backend="hf", model="embedded", options={"dtype": args.dtype})).identity()["dtype"]
-    text = f"engine and transformers run the embedded model in {dtype}"
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset"
+    text = f"engine and transformers run the embedded model in {dtype} (OMP_WAIT_POLICY {policy})"
     if args.llama_server:
         import httpx
 
