@@ -1,7 +1,7 @@
 """What LoRA variants cost on the hf engine: adapters loaded unmerged on one shared base vs merged copies.
 
 A stage evaluating the policy's variants (base, SR, BC, BC+SR) loads the base once with every adapter
-beside each other (peft, unmerged; llm/hf_base.py), where it used to merge each adapter into its own
+beside each other (peft, unmerged; llm/hf_base.py) rather than merging each adapter into its own
 copy of the weights. Unmerged, an adapter's rows pay for its low-rank matrices on q_proj and v_proj,
 and the base's rows go through peft's wrappers with the adapters switched off. Four models, timed in
 alternating rounds on the same requests (16 SOTOPIA-like action prompts, temperature 1.0, the action

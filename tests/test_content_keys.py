@@ -89,7 +89,8 @@ def _collect(sotopia, tmp_path, sim: RunConfig, player: Any, judge: Any):
 
 
 def test_changed_settings_re_run_and_never_mix_old_episodes_or_ratings(sotopia, tmp_path, capsys):
-    """Before: a changed temperature kept the old episodes (same ids) and 03 trained on them."""
+    """A changed temperature gives new episode ids and plays again: the episodes and ratings made at
+    the old one move to superseded/, so the files hold only the new collection."""
     judge = ScriptedJudge()
     first = _collect(sotopia, tmp_path, BASE, ScriptedPlayer(), judge)
     hotter = BASE.model_copy(update={"sampling": SamplingParams(temperature=0.5, max_tokens=160)})

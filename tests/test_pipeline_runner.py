@@ -58,8 +58,9 @@ def test_open_stage_records_params_inputs_and_start(results):
 
 
 def test_freshness_follows_content_not_file_times(results, tmp_path):
-    """Before: a params file touched later re-ran everything, an older one pointed at the run skipped
-    all, and a library change never re-ran anything."""
+    """A stage's freshness follows its inputs' content, not file times: a params file touched later with
+    the same content, or changed only where the stage does not read, leaves it fresh; an older file
+    with another seed makes it stale."""
     paths = finish_by_hand("01_generate")
     same = edited(tmp_path, "seed: 0", "seed: 0", "same.yaml")
     later = time.time() + 5
@@ -74,7 +75,7 @@ def test_freshness_follows_content_not_file_times(results, tmp_path):
 
 
 def test_a_stage_is_stale_when_an_earlier_stage_changed_and_so_is_every_later_one(results):
-    """Before: re-running 02 alone left 03 'complete'."""
+    """Re-running 02 alone makes 03 and every stage after it stale, not 'complete'."""
     finish_by_hand("01_generate")
     finish_by_hand("02_collect", content="v1")
     paths = finish_by_hand("03_filter")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).parent.parent
 # "the seed used to draw" describe the present.
 HISTORY = re.compile(
     r"\b(this session|last session|last run|(an )?earlier version|previous version|previously|no longer|"
-    r"used to be|anymore|until recently|formerly)\b",
+    r"used to be|anymore|until recently|formerly)\b|^\s*before:",  # "Before: …" opening a test's story of a bug
     re.IGNORECASE,
 )
 
@@ -42,9 +42,11 @@ def _hits_in_markdown(path: Path) -> list[str]:
 
 def test_the_pattern_finds_history_and_passes_present_tense():
     hits = history_hits(iter([(1, "An earlier version of this section said so."), (2, "measured this session"),
-                              (3, "the seed used to draw a sample"), (4, "what the store holds now")]), ROOT / "x")
+                              (3, "the seed used to draw a sample"), (4, "what the store holds now"),
+                              (5, "    Before: 03 trained on old episodes."), (6, "the run before: its seed")]), ROOT / "x")
     assert hits == ["x:1: 'An earlier version' in 'An earlier version of this section said so.'",
-                    "x:2: 'this session' in 'measured this session'"]
+                    "x:2: 'this session' in 'measured this session'",
+                    "x:5: '    Before:' in 'Before: 03 trained on old episodes.'"]
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,8 @@ def test_markdown_has_no_development_history(path: Path):
     assert not hits, "development history in prose (say what the code does; git log keeps the past):\n" + "\n".join(hits)
 
 
-def test_library_docstrings_have_no_development_history():
-    hits = [h for p in sorted((ROOT / "sotopia_pi_lib").rglob("*.py")) for h in history_hits(docstring_lines(p), p)]
+def test_docstrings_have_no_development_history():
+    """The library's, the benchmarks' and the tests' docstrings."""
+    files = [p for folder in ("sotopia_pi_lib", "bench", "tests") for p in sorted((ROOT / folder).rglob("*.py"))]
+    hits = [h for p in files for h in history_hits(docstring_lines(p), p)]
     assert not hits, "development history in docstrings:\n" + "\n".join(hits)
