@@ -1,9 +1,9 @@
 """The hf backend's engine against the engines a researcher would otherwise use, on the same workloads.
 
 A workload is bench/sim_throughput.py's: 16 SOTOPIA episodes (16 of SOTOPIA-all's setups, evenly
-spaced from offset S for a workload seed S, episode seeds S..S+15, cap 6 turns, agents sampling at temperature 1.0 under the action
-schema, arguments up to 300 characters, 160 tokens per turn), played by the episode runner with the
-response cache off:
+spaced from offset S for a workload seed S, episode seeds S..S+15, cap 6 turns, agents sampling at
+temperature 1.0 under the action schema, arguments up to 300 characters, 160 tokens per turn), played
+by the episode runner with the response cache off:
 
   engine        the runner on the hf backend as the pipeline runs it (the engine in llm/engine/)
   transformers  the same episodes with model.generate + xgrammar's own HF logits processor

@@ -153,39 +153,41 @@ def _wait_for_stage_kernels(root: Path) -> None:
     """Wait until no stage kernel of an earlier (dead) run still holds its stage lock."""
     deadline = time.monotonic() + CHILD_WAIT_S
     for path in sorted(root.glob(STAGE_PREFIX + "*")):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        holder = read_holder(path)
-                        raise RunLocked(f"run {root}: a stage kernel of an earlier run "
-                                        f"({holder.describe() if holder else path.name}) is still running; "
-                                        "stop it and try again") from None
-                    time.sleep(0.2)
-            path.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
+        _remove_when_exited(root, path, deadline)
 
 
 def _sweep_stage_files(root: Path) -> None:
     """Remove the stage lock files of kernels that have exited (a live kernel's stays): the holder
     does this before it lets go, so a finished run folder keeps no `.lock.stage-*` files."""
     for path in root.glob(STAGE_PREFIX + "*"):
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)
-        except BlockingIOError:
-            pass  # its kernel still runs; the next writer waits for it
-        finally:
-            os.close(fd)
+        _remove_when_exited(root, path, None)
+
+
+def _remove_when_exited(root: Path, path: Path, deadline: float | None) -> bool:
+    """Remove a stage lock file once its kernel has exited (its flock is free); whether it was removed.
+    Without a deadline a live kernel's file stays at once; with one, wait for the kernel until then."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is None:
+                    return False
+                if time.monotonic() > deadline:
+                    holder = read_holder(path)
+                    raise RunLocked(f"run {root}: a stage kernel of an earlier run "
+                                    f"({holder.describe() if holder else path.name}) is still running; "
+                                    "stop it and try again") from None
+                time.sleep(0.2)
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 _held: dict[Path, RunLock] = {}
